@@ -1,0 +1,76 @@
+"""Configuration: every setting comes from a `SWITCHBOARD_` environment variable, read once per process."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+_PREFIX = "SWITCHBOARD_"
+
+
+def _generated_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process-wide settings; see docs/configuration.md for each variable."""
+
+    #: `redis://` or `rediss://` URL of the bus; None selects the in-process `memory://` bus.
+    redis_url: str | None = None
+    #: Names this process on the bus and in the session registry.
+    replica_id: str = field(default_factory=_generated_replica_id)
+    #: How long a disconnected session stays resumable (and addressable) before it expires.
+    session_grace_seconds: float = 300.0
+    #: Largest encoded envelope accepted on publish and on receipt.
+    max_envelope_bytes: int = 1024 * 1024
+    #: Prefix of every Redis key and channel this project uses.
+    key_prefix: str = "switchboard"
+
+    @property
+    def bus_url(self) -> str:
+        return self.redis_url or "memory://"
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Interval at which a replica refreshes the registry TTL of the sessions it holds."""
+        return max(0.5, min(30.0, self.session_grace_seconds / 3))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(_PREFIX + name, "").strip()
+            return value or None
+
+        values: dict[str, object] = {"redis_url": get("REDIS_URL")}
+        if (replica_id := get("REPLICA_ID")) is not None:
+            values["replica_id"] = replica_id
+        if (grace := get("SESSION_GRACE_SECONDS")) is not None:
+            values["session_grace_seconds"] = _positive(float, "SESSION_GRACE_SECONDS", grace)
+        if (size := get("MAX_ENVELOPE_BYTES")) is not None:
+            values["max_envelope_bytes"] = _positive(int, "MAX_ENVELOPE_BYTES", size)
+        if (prefix := get("KEY_PREFIX")) is not None:
+            values["key_prefix"] = prefix
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _positive(kind: type[float] | type[int], name: str, raw: str) -> float | int:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{_PREFIX}{name} must be a {kind.__name__}, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{_PREFIX}{name} must be positive, got {raw!r}")
+    return value
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment on first use."""
+    return Settings.from_env()

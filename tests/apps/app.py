@@ -1,0 +1,72 @@
+"""The seed examples as one FastAPI app; CHAT_PATH chooses where the chat is mounted."""
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from tests.apps import counters
+from web import (
+    Message,
+    SessionDataUnavailable,
+    WebsocketSession,
+    init_http_context,
+    init_ws_context,
+    mount_app,
+    user_session,
+)
+
+app = FastAPI()
+
+
+@app.get("/")
+async def parent_route() -> dict[str, str]:
+    return {"app": "parent"}
+
+
+@app.get("/hello/{session_id}")
+async def hello(session_id: str) -> dict[str, str]:
+    """Seed example 3: the websocket context, from whichever replica serves the request."""
+    ws_session = await WebsocketSession.get_by_id(session_id)
+    await init_ws_context(ws_session)
+    await Message(content="Hello World").send()
+    return {"sent": session_id}
+
+
+@app.get("/say/{session_id}/{text}")
+async def say(session_id: str, text: str) -> dict[str, object]:
+    await init_ws_context(session_id)
+    message = await Message(content=text).send()
+    return {"id": message.id, "user": user_session.get("user"), "thread": user_session.get("thread_id")}
+
+
+@app.get("/http-hello")
+async def http_hello() -> dict[str, bool]:
+    """Seed example 2: the HTTP context; the send succeeds and reaches no socket."""
+    init_http_context()
+    await Message(content="Hello from HTTP").send()
+    return {"sent": True}
+
+
+@app.get("/custom/{session_id}")
+async def custom_key(session_id: str) -> dict[str, object]:
+    await init_ws_context(session_id)
+    try:
+        return {"count": user_session.get("count"), "error": None}
+    except SessionDataUnavailable as exc:
+        return {"count": None, "error": str(exc)}
+
+
+@app.get("/stats")
+async def stats() -> dict[str, object]:
+    return {
+        "chat_starts": counters.chat_starts,
+        "chat_ends": counters.chat_ends,
+        "sessions": server.session_count,
+        "replica": server.settings.replica_id,
+        "received": server.bus.stats.received,
+        "reconnects": server.bus.reconnects,
+    }
+
+
+server = mount_app(app, Path(__file__).with_name("chat.py"), path=os.environ.get("CHAT_PATH", "/chat"))

@@ -1,0 +1,29 @@
+"""The Switchboard chat runtime: mount a chat module on FastAPI and reach its sessions from anywhere."""
+
+from web.callbacks import on_chat_end, on_chat_start, on_message
+from web.context import Context, get_context, init_http_context, init_ws_context, user_session
+from web.errors import ContextError, SessionDataUnavailable, SessionNotFound
+from web.message import Message
+from web.mount import mount_app
+from web.server import ChatServer
+from web.session import WebsocketSession
+from web.user import User
+
+__all__ = [
+    "ChatServer",
+    "Context",
+    "ContextError",
+    "Message",
+    "SessionDataUnavailable",
+    "SessionNotFound",
+    "User",
+    "WebsocketSession",
+    "get_context",
+    "init_http_context",
+    "init_ws_context",
+    "mount_app",
+    "on_chat_end",
+    "on_chat_start",
+    "on_message",
+    "user_session",
+]

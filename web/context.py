@@ -1,0 +1,110 @@
+"""Where a send goes: the HTTP context (nowhere) or a websocket context (one session, anywhere)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bus import Bus
+from web.errors import ContextError, SessionDataUnavailable
+from web.session import WebsocketSession
+from web.user import User
+
+if TYPE_CHECKING:
+    from web.server import ChatServer
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    #: None in an HTTP context: sends succeed and reach no socket.
+    session: WebsocketSession | None
+    user: User | None
+    thread_id: str | None
+
+    async def emit(self, event: str, payload: dict[str, Any]) -> int:
+        """Send a client event; returns how many sockets got it live (0 in an HTTP context)."""
+        if self.session is None:
+            return 0
+        return await self.session.emit(event, payload)
+
+
+_context: ContextVar[Context | None] = ContextVar("switchboard_context", default=None)
+#: The bus of a worker's `session_context`, for processes without a mounted chat server.
+_worker_bus: ContextVar[Bus | None] = ContextVar("switchboard_worker_bus", default=None)
+_server: ChatServer | None = None
+
+
+def current_bus() -> tuple[Bus, ChatServer | None]:
+    """The bus this code should use, and the chat server of this process if it runs one."""
+    if (bus := _worker_bus.get()) is not None:
+        server = _server if _server is not None and _server.bus is bus else None
+        return bus, server
+    if _server is not None and _server.serves_this_loop():
+        return _server.bus, _server
+    raise ContextError(
+        "no bus here: mount the chat app with mount_app() and let the app start, "
+        "or use `async with workers.session_context(session_id)` in a worker"
+    )
+
+
+def get_context() -> Context:
+    ctx = _context.get()
+    if ctx is None:
+        raise ContextError(
+            "no chat context: call init_http_context() or `await init_ws_context(session)` first"
+        )
+    return ctx
+
+
+def init_http_context(user: User | None = None, thread_id: str | None = None) -> Context:
+    """Enter an HTTP context: sends succeed and reach no socket."""
+    ctx = Context(session=None, user=user, thread_id=thread_id)
+    _context.set(ctx)
+    return ctx
+
+
+async def init_ws_context(session_or_id: WebsocketSession | str) -> Context:
+    """Enter the context of one websocket session, wherever its socket is (awaited: it may look it up)."""
+    session = (
+        await WebsocketSession.get_by_id(session_or_id) if isinstance(session_or_id, str) else session_or_id
+    )
+    ctx = Context(session=session, user=session.user, thread_id=session.thread_id)
+    _context.set(ctx)
+    return ctx
+
+
+class _UserSession:
+    """`user_session.get/set`: built-in keys everywhere; custom keys where the socket is held."""
+
+    _BUILT_IN = ("id", "user", "thread_id")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        ctx = get_context()
+        if key == "id":
+            return ctx.session.id if ctx.session else None
+        if key == "user":
+            return ctx.user
+        if key == "thread_id":
+            return ctx.thread_id
+        return self._data(ctx, key).get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        """Set a custom key; the value must be msgpack-serialisable, as it follows the session."""
+        if key in self._BUILT_IN:
+            raise KeyError(f"user_session key {key!r} is built in and cannot be set")
+        ctx = get_context()
+        data = self._data(ctx, key)
+        data[key] = value
+        assert ctx.session is not None and ctx.session.server is not None
+        ctx.session.server.data_changed(ctx.session.id)
+
+    @staticmethod
+    def _data(ctx: Context, key: str) -> dict[str, Any]:
+        local = ctx.session.local() if ctx.session else None
+        if local is None:
+            raise SessionDataUnavailable(key)
+        return local.data
+
+
+user_session = _UserSession()

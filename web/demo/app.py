@@ -1,0 +1,20 @@
+"""The demo app: a FastAPI app with the chat mounted at /chat and a cross-process /hello endpoint."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from web import Message, init_ws_context, mount_app
+
+app = FastAPI(title="Switchboard demo")
+
+
+@app.get("/hello/{session_id}")
+async def hello(session_id: str) -> dict[str, str]:
+    """Send "Hello World" to a session, whichever replica holds its socket."""
+    await init_ws_context(session_id)
+    await Message(content="Hello World").send()
+    return {"status": "sent", "sessionId": session_id}
+
+
+mount_app(app, Path(__file__).with_name("chat.py"), path="/chat")

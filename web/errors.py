@@ -1,0 +1,30 @@
+"""Exceptions of the chat runtime, each with one documented meaning."""
+
+from __future__ import annotations
+
+
+class SessionNotFound(LookupError):
+    """No live or resumable session has this id (never existed, or expired). Endpoints answer 404."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} not found (it never existed or has expired)")
+        self.session_id = session_id
+
+
+class ContextError(RuntimeError):
+    """A send or `user_session` call was made outside any HTTP or websocket context."""
+
+
+class SessionDataUnavailable(KeyError):
+    """A custom `user_session` key was used where the session's data does not live.
+
+    Custom keys live in the process that holds the session's socket; in an HTTP context, or a
+    websocket context on another process, only the built-in keys (id, user, thread_id) exist.
+    """
+
+    def __str__(self) -> str:
+        return (
+            f"user_session key {self.args[0]!r} is only available in the process holding the "
+            "session's socket (in on_chat_start / on_message); here only 'id', 'user' and "
+            "'thread_id' exist"
+        )

@@ -1,0 +1,74 @@
+"""Messages shown in the chat: send, update, remove and stream them, from any context."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from web.context import get_context
+
+
+class Message:
+    """A chat message; the client events it emits are listed in docs/protocol.md."""
+
+    def __init__(
+        self,
+        content: str = "",
+        author: str = "Assistant",
+        *,
+        type: str = "assistant_message",
+        metadata: dict[str, Any] | None = None,
+        id: str | None = None,
+        parent_id: str | None = None,
+        is_error: bool = False,
+    ) -> None:
+        self.id = id or str(uuid.uuid4())
+        self.content = content
+        self.author = author
+        self.type = type
+        self.metadata = metadata or {}
+        self.parent_id = parent_id
+        self.is_error = is_error
+        self.created_at = datetime.now(UTC).isoformat()
+        self.streaming = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "threadId": get_context().thread_id,
+            "parentId": self.parent_id,
+            "createdAt": self.created_at,
+            "output": self.content,
+            "name": self.author,
+            "type": self.type,
+            "streaming": self.streaming,
+            "isError": self.is_error,
+            "metadata": self.metadata,
+        }
+
+    async def send(self) -> Message:
+        """Show the message (`new_message`), or finish a stream (`update_message`)."""
+        if self.streaming:
+            self.streaming = False
+            await get_context().emit("update_message", self.to_dict())
+        else:
+            await get_context().emit("new_message", self.to_dict())
+        return self
+
+    async def update(self) -> Message:
+        await get_context().emit("update_message", self.to_dict())
+        return self
+
+    async def remove(self) -> None:
+        await get_context().emit("delete_message", self.to_dict())
+
+    async def stream_token(self, token: str, is_sequence: bool = False) -> None:
+        """Append `token` (or replace the content, if `is_sequence`); the first one starts the stream."""
+        self.content = token if is_sequence else self.content + token
+        if not self.streaming:
+            self.streaming = True
+            await get_context().emit("stream_start", self.to_dict())
+            return
+        payload = {"id": self.id, "token": token, "isSequence": is_sequence, "isInput": False}
+        await get_context().emit("stream_token", payload)

@@ -1,0 +1,65 @@
+"""mount_app: put a chat module and its socket server on any FastAPI app."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import socketio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from web.errors import SessionNotFound
+from web.server import ChatServer
+
+
+def mount_app(app: FastAPI, target: str | Path, path: str = "/chat") -> ChatServer:
+    """Load the chat module at `target` (a .py file) and serve its socket at `{path}/ws/socket.io`.
+
+    The parent app's routes are left alone; the bus starts and stops with the parent's lifespan.
+    """
+    path = path.rstrip("/")
+    if path and not path.startswith("/"):
+        raise ValueError(f"path must start with '/' or be empty, got {path!r}")
+    _load_chat_module(Path(target))
+    server = ChatServer()
+    # Only the socket prefix is mounted, so a chat app at path="" does not shadow the parent's routes.
+    app.mount(f"{path}/ws/socket.io", socketio.ASGIApp(server.sio, socketio_path=None))
+    app.add_exception_handler(SessionNotFound, _session_not_found)
+    parent_lifespan = app.router.lifespan_context
+
+    # Starlette never runs the lifespan of a mounted app, so the server rides on the parent's.
+    @asynccontextmanager
+    async def lifespan(parent: Any) -> AsyncIterator[Any]:
+        async with server, parent_lifespan(parent) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return server
+
+
+def _load_chat_module(target: Path) -> None:
+    path = target.expanduser().resolve()
+    if path.suffix != ".py":
+        raise ValueError(f"chat module must be a .py file, got {str(target)!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"chat module {str(target)!r} not found (resolved to {path})")
+    name = f"switchboard_chat_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load chat module {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+async def _session_not_found(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SessionNotFound)
+    return JSONResponse(
+        status_code=404,
+        content={"detail": "session not found", "sessionId": exc.session_id},
+    )

@@ -1,0 +1,293 @@
+"""The socket server of one replica: issues and resumes sessions, delivers bus envelopes to sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from types import TracebackType
+from typing import Any
+
+import msgpack
+import socketio
+
+import web.context as _ctx
+from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_session_id
+from web.callbacks import Hook, hooks
+from web.message import Message
+from web.session import LocalSession, WebsocketSession
+from web.user import User
+
+log = logging.getLogger("switchboard.web")
+
+#: Envelopes whose event starts with this are for the server, never forwarded to a client.
+CONTROL_PREFIX = "switchboard:"
+_TAKEOVER = CONTROL_PREFIX + "takeover"
+_MAX_INPUT = 64 * 1024
+
+
+class ChatServer:
+    """python-socketio server + bus for one process. `async with server:` runs it."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.bus = Bus(settings)
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            # Websocket only: a load balancer without sticky sessions cannot route HTTP long-polling.
+            transports=["websocket"],
+        )
+        self.running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: dict[str, LocalSession] = {}
+        self._by_sid: dict[str, LocalSession] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._endings: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        for event, handler in {
+            "connect": self._on_connect,
+            "disconnect": self._on_disconnect,
+            "connection_successful": self._on_connection_successful,
+            "client_message": self._on_client_message,
+        }.items():
+            self.sio.on(event, handler)
+
+    @property
+    def settings(self) -> Settings:
+        return self.bus.settings
+
+    async def __aenter__(self) -> ChatServer:
+        await self.bus.__aenter__()
+        self._heartbeat = asyncio.create_task(self._beat(), name="switchboard-heartbeat")
+        self.running = True
+        self._loop = asyncio.get_running_loop()
+        _ctx._server = self
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.running = False
+        tasks = [self._heartbeat, *self._endings.values()]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        # Sessions stay resumable on another replica for their grace period (rolling deploys).
+        with contextlib.suppress(BusUnavailable):
+            for local in list(self._sessions.values()):
+                await self.bus.registry.detach(local.id, _pack(local.data))
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.bus.__aexit__(exc_type, exc, tb)
+        if _ctx._server is self:
+            _ctx._server = None
+
+    def serves_this_loop(self) -> bool:
+        """Whether the server runs on the calling thread's event loop (so its bus can be used)."""
+        try:
+            return self.running and asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def local(self, session_id: str) -> LocalSession | None:
+        return self._sessions.get(session_id)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def emit_local(self, session_id: str, event: str, payload: dict[str, Any]) -> bool:
+        """Emit to the session's socket if this process holds it."""
+        local = self._sessions.get(session_id)
+        if local is None:
+            return False
+        await self.sio.emit(event, payload, to=local.sid)
+        return True
+
+    def data_changed(self, session_id: str) -> None:
+        """Save the session's custom keys to the registry soon (coalesced), so they follow it."""
+        if session_id not in self._dirty:
+            self._dirty.add(session_id)
+            self._spawn(self._save_data(session_id))
+
+    # -- socket events ---------------------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        auth = auth if isinstance(auth, dict) else {}
+        user: User | None = None
+        resume_token = secrets.token_urlsafe(32)
+        record = await self._resumable(auth.get("sessionId"), auth.get("resumeToken"))
+        if record is not None:
+            local = await self._resume(sid, record, resume_token)
+        else:
+            thread_id = auth.get("threadId") if isinstance(auth.get("threadId"), str) else None
+            local = LocalSession(secrets.token_urlsafe(18), sid, user, thread_id)
+            await self.bus.registry.create(
+                local.id,
+                user=user.to_dict() if user else None,
+                thread_id=thread_id,
+                resume_token=resume_token,
+            )
+        self._sessions[local.id] = local
+        self._by_sid[sid] = local
+        await self.bus.subscribe(Target.session(local.id), self._deliver)
+        # Emitted from the connect handler, this is queued before any other event for the socket.
+        await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
+
+    async def _resumable(self, session_id: Any, token: Any) -> SessionRecord | None:
+        if not (valid_session_id(session_id) and isinstance(token, str) and token):
+            return None
+        record = await self.bus.registry.get(session_id)
+        if record is None or not record.accepts(token):
+            return None
+        return record
+
+    async def _resume(self, sid: str, record: SessionRecord, resume_token: str) -> LocalSession:
+        if (ending := self._endings.pop(record.id, None)) is not None:
+            ending.cancel()
+        previous = self._sessions.get(record.id)
+        if previous is not None:
+            data = previous.data
+            await self._replace(previous)
+        else:
+            data = _unpack(record.data)
+            if record.connected and record.replica != self.settings.replica_id:
+                # Published before we subscribe, so only the previous holder acts on it.
+                takeover = Envelope(
+                    Target.session(record.id),
+                    _TAKEOVER,
+                    {"replica": self.settings.replica_id},
+                    self.settings.replica_id,
+                )
+                await self.bus.publish(takeover)
+        await self.bus.registry.attach(record.id, resume_token)
+        user = User.from_dict(record.user) if record.user else None
+        return LocalSession(record.id, sid, user, record.thread_id, data, started=True)
+
+    async def _replace(self, local: LocalSession) -> None:
+        """Close a socket whose session was resumed by a newer connection, telling it why."""
+        local.replaced = True
+        reason = {"reason": "session resumed by another connection"}
+        await self.sio.emit("session_replaced", reason, to=local.sid)
+        await self.sio.disconnect(local.sid)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        local = self._by_sid.pop(sid, None)
+        if local is None or self._sessions.get(local.id) is not local:
+            return  # replaced on this replica: the new socket owns the subscription
+        del self._sessions[local.id]
+        self._dirty.discard(local.id)
+        await self.bus.unsubscribe(Target.session(local.id))
+        if local.replaced:
+            return  # resumed on another replica, which now owns the registry entry
+        await self.bus.registry.detach(local.id, _pack(local.data))
+        self._endings[local.id] = self._spawn(self._end_after_grace(local))
+
+    async def _on_connection_successful(self, sid: str, data: Any = None) -> None:
+        local = self._by_sid.get(sid)
+        if local is None or local.started:
+            return
+        local.started = True
+        if hooks.chat_start is not None:
+            await self._run(local, hooks.chat_start)
+
+    async def _on_client_message(self, sid: str, data: Any = None) -> None:
+        local = self._by_sid.get(sid)
+        message = data.get("message") if isinstance(data, dict) else None
+        if local is None or not isinstance(message, dict):
+            return
+        output = message.get("output")
+        if not isinstance(output, str) or len(output) > _MAX_INPUT:
+            return
+        msg_id = message.get("id")
+        author = local.user.identifier if local.user else "User"
+        incoming = Message(
+            output,
+            author,
+            type="user_message",
+            id=msg_id if isinstance(msg_id, str) and len(msg_id) <= 64 else None,
+        )
+        if hooks.message is not None:
+            await self._run(local, hooks.message, incoming)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _run(self, local: LocalSession, hook: Hook, *args: Any) -> None:
+        """Run a chat-module hook in the session's websocket context, between task_start/task_end."""
+        session = WebsocketSession(local.id, local.user, local.thread_id, self.bus, self)
+        ctx = await _ctx.init_ws_context(session)
+        await ctx.emit("task_start", {})
+        try:
+            await hook(*args)
+        except Exception:
+            log.exception("chat hook %s failed for session %s", hook.__name__, local.id)
+            await Message("An internal error occurred.", is_error=True).send()
+        finally:
+            await ctx.emit("task_end", {})
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        """Bus handler for session channels: forward client events, act on control events."""
+        local = self._sessions.get(envelope.target.id)
+        if local is None:
+            return
+        if envelope.event == _TAKEOVER:
+            if envelope.origin != self.settings.replica_id:
+                await self._replace(local)
+            return
+        if envelope.event.startswith(CONTROL_PREFIX):
+            return
+        await self.sio.emit(envelope.event, envelope.payload, to=local.sid)
+
+    async def _end_after_grace(self, local: LocalSession) -> None:
+        await asyncio.sleep(self.settings.session_grace_seconds)
+        self._endings.pop(local.id, None)
+        record = await self.bus.registry.get(local.id)
+        if record is not None and (record.connected or record.replica != self.settings.replica_id):
+            return  # resumed elsewhere
+        if hooks.chat_end is not None:
+            session = WebsocketSession(local.id, local.user, local.thread_id, self.bus, self)
+            await _ctx.init_ws_context(session)
+            try:
+                await hooks.chat_end()
+            except Exception:
+                log.exception("on_chat_end failed for session %s", local.id)
+        await self.bus.registry.delete(local.id)
+
+    async def _save_data(self, session_id: str) -> None:
+        await asyncio.sleep(0)  # coalesce the sets made in the same step
+        self._dirty.discard(session_id)
+        if (local := self._sessions.get(session_id)) is not None:
+            await self.bus.registry.save_data(session_id, _pack(local.data))
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self.bus.registry.heartbeat(list(self._sessions))
+            except BusUnavailable as exc:
+                log.warning("session heartbeat failed: %s", exc)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+
+def _pack(data: dict[str, Any]) -> bytes:
+    return msgpack.packb(data) if data else b""
+
+
+def _unpack(data: bytes) -> dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception:
+        log.warning("ignored unreadable saved user_session data")
+        return {}
+    return value if isinstance(value, dict) else {}
