@@ -58,8 +58,9 @@ class RedisBackend:
         self._receiver = receiver
         async with _available():
             await self._commands.ping()
+        confirmed = self._confirmation(self._home)
         self._listener = asyncio.create_task(self._listen(), name="switchboard-redis-listener")
-        await self._confirmed(self._home)
+        await self._wait(self._home, confirmed)
 
     async def disconnect(self) -> None:
         if self._listener is not None:
@@ -84,10 +85,11 @@ class RedisBackend:
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
+        confirmed = self._confirmation(channel)  # registered first: the reply can beat the send
         if self._pubsub is not None:
             with contextlib.suppress(*_LOST):  # the listener re-subscribes after reconnecting
                 await self._pubsub.subscribe(channel)
-        await self._confirmed(channel)
+        await self._wait(channel, confirmed)
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
@@ -95,17 +97,23 @@ class RedisBackend:
             with contextlib.suppress(*_LOST):
                 await self._pubsub.unsubscribe(channel)
 
-    async def _confirmed(self, channel: str) -> None:
+    def _confirmation(self, channel: str) -> asyncio.Future[None]:
         waiter = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(channel, deque())
-        waiters.append(waiter)
+        self._waiters.setdefault(channel, deque()).append(waiter)
+        return waiter
+
+    async def _wait(self, channel: str, waiter: asyncio.Future[None]) -> None:
         try:
             await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT)
         except TimeoutError:
             raise BusUnavailable(f"Redis did not confirm the subscription to {channel}") from None
         finally:
-            with contextlib.suppress(ValueError):
-                waiters.remove(waiter)
+            waiters = self._waiters.get(channel)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[channel]
 
     async def _listen(self) -> None:
         backoff = 0.05

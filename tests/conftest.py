@@ -60,6 +60,7 @@ def replicas(replica_env: dict[str, str]) -> Iterator[Callable[..., Replica]]:
     yield start
     for replica in started:
         replica.process.stop()
+        print(f"--- {replica.process.name} output ---\n{replica.process.output()}")
 
 
 @pytest.fixture

@@ -46,9 +46,7 @@ async def test_unsubscribe_stops_delivery(bus: Bus) -> None:
     assert await bus.publish(envelope("two")) == 0
 
 
-async def test_garbage_from_a_rogue_client_does_not_stop_later_deliveries(
-    bus: Bus, redis_url: str
-) -> None:
+async def test_garbage_from_a_rogue_client_does_not_stop_later_deliveries(bus: Bus, redis_url: str) -> None:
     inbox = await collect(bus, Target.session(SESSION))
     channel = bus.channel(Target.session(SESSION))
     rogue = redis.Redis.from_url(redis_url)
@@ -83,9 +81,7 @@ async def test_failing_handler_is_counted_and_delivery_goes_on(bus: Bus) -> None
     assert bus.stats.failed == 1
 
 
-async def test_deliveries_resume_after_the_pubsub_connection_is_killed(
-    bus: Bus, redis_url: str
-) -> None:
+async def test_deliveries_resume_after_the_pubsub_connection_is_killed(bus: Bus, redis_url: str) -> None:
     inbox = await collect(bus, Target.session(SESSION))
     admin = redis.Redis.from_url(redis_url)
     for round_ in range(1, 3):

@@ -160,10 +160,24 @@ async def test_uvicorn_with_two_workers_delivers_12_of_12(
     replica = start_replica(replica_env, workers=2, name="two-workers")
     try:
         sockets = [await clients().connect(replica) for _ in range(3)]
-        for round_ in range(4):
+        for _round in range(4):
             for client in sockets:
                 assert (await replica.aget(f"/hello/{client.session_id}")).status_code == 200
                 await client.next("new_message", lambda m: m["output"] == "Hello World")
         assert sum(len(c.received("new_message")) for c in sockets) == 12
     finally:
         replica.process.stop()
+
+
+async def test_update_and_remove_reach_a_remote_socket(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a, b = replicas(), replicas()
+    client = await clients().connect(a)
+    message_id = (await b.aget(f"/edit/{client.session_id}")).json()["id"]
+    assert (await client.next("new_message"))["output"] == "draft"
+    updated = await client.next("update_message")
+    assert updated["id"] == message_id and updated["output"] == "final"
+    assert (await client.next("delete_message"))["id"] == message_id
+    order = [name for name, _ in client.events if name.endswith("_message")]
+    assert order == ["new_message", "update_message", "delete_message"]

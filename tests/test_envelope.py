@@ -12,7 +12,9 @@ LIMIT = 4096
 
 
 def sample() -> Envelope:
-    return Envelope(Target.session("s" * 24), "new_message", {"output": "hi", "n": [1, 2.5, None, b"x"]}, "r1")
+    return Envelope(
+        Target.session("s" * 24), "new_message", {"output": "hi", "n": [1, 2.5, None, b"x"]}, "r1"
+    )
 
 
 def test_round_trip_keeps_every_field() -> None:

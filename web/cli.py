@@ -33,3 +33,7 @@ def _demo(host: str, port: int) -> None:
         flush=True,
     )
     uvicorn.run("web.demo.app:app", host=host, port=port)
+
+
+if __name__ == "__main__":
+    main()

@@ -117,7 +117,13 @@ class ChatServer:
     # -- socket events ---------------------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        auth = auth if isinstance(auth, dict) else {}
+        try:
+            await self._connect(sid, auth if isinstance(auth, dict) else {})
+        except BusUnavailable as exc:
+            log.error("refused a connection: %s", exc)
+            raise socketio.exceptions.ConnectionRefusedError("bus_unavailable") from exc
+
+    async def _connect(self, sid: str, auth: dict[str, Any]) -> None:
         user: User | None = None
         resume_token = secrets.token_urlsafe(32)
         record = await self._resumable(auth.get("sessionId"), auth.get("resumeToken"))

@@ -40,6 +40,17 @@ async def say(session_id: str, text: str) -> dict[str, object]:
     return {"id": message.id, "user": user_session.get("user"), "thread": user_session.get("thread_id")}
 
 
+@app.get("/edit/{session_id}")
+async def edit(session_id: str) -> dict[str, str]:
+    """Send, update, then remove one message, from whichever replica serves the request."""
+    await init_ws_context(session_id)
+    message = await Message(content="draft").send()
+    message.content = "final"
+    await message.update()
+    await message.remove()
+    return {"id": message.id}
+
+
 @app.get("/http-hello")
 async def http_hello() -> dict[str, bool]:
     """Seed example 2: the HTTP context; the send succeeds and reaches no socket."""
