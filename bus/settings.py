@@ -30,6 +30,21 @@ class Settings:
     max_envelope_bytes: int = 1024 * 1024
     #: Prefix of every Redis key and channel this project uses.
     key_prefix: str = "switchboard"
+    #: HS256 secret that signs and verifies tokens; None leaves authentication off.
+    auth_secret: str | None = field(default=None, repr=False)
+    #: Former secrets that still verify (never sign), for rotation.
+    auth_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Whether chat sockets must present a valid token; defaults to on when a secret is set.
+    require_login: bool | None = None
+    #: Lifetime of tokens minted by create_jwt.
+    token_ttl_seconds: float = 15 * 24 * 3600.0
+    #: `aud` and `iss` claims to put in tokens and to require from them, when set.
+    token_audience: str | None = None
+    token_issuer: str | None = None
+
+    @property
+    def login_required(self) -> bool:
+        return self.auth_secret is not None if self.require_login is None else self.require_login
 
     @property
     def bus_url(self) -> str:
@@ -57,7 +72,25 @@ class Settings:
             values["max_envelope_bytes"] = _positive(int, "MAX_ENVELOPE_BYTES", size)
         if (prefix := get("KEY_PREFIX")) is not None:
             values["key_prefix"] = prefix
+        values["auth_secret"] = get("AUTH_SECRET")
+        previous = get("AUTH_PREVIOUS_SECRETS") or ""
+        values["auth_previous_secrets"] = tuple(p.strip() for p in previous.split(",") if p.strip())
+        if (required := get("REQUIRE_LOGIN")) is not None:
+            values["require_login"] = _boolean("REQUIRE_LOGIN", required)
+        if (ttl := get("TOKEN_TTL_SECONDS")) is not None:
+            values["token_ttl_seconds"] = _positive(float, "TOKEN_TTL_SECONDS", ttl)
+        values["token_audience"] = get("TOKEN_AUDIENCE")
+        values["token_issuer"] = get("TOKEN_ISSUER")
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{_PREFIX}{name} must be true or false, got {raw!r}")
 
 
 def _positive(kind: type[float] | type[int], name: str, raw: str) -> float | int:

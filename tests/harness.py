@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -166,6 +167,10 @@ class ChatClient:
         async def disconnect(reason: Any = None) -> None:
             await self._record("disconnect", reason)
 
+        @self.sio.event
+        async def connect_error(data: Any = None) -> None:
+            await self._record("connect_error", data)
+
     async def _record(self, event: str, data: Any) -> None:
         async with self._changed:
             self.events.append((event, data))
@@ -173,16 +178,25 @@ class ChatClient:
                 self.session_id, self.resume_token = data["sessionId"], data["resumeToken"]
             self._changed.notify_all()
 
-    async def connect(self, replica: Replica, auth: dict[str, Any] | None = None) -> ChatClient:
+    async def connect(
+        self, replica: Replica, auth: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> ChatClient:
         await self.sio.connect(
             replica.url,
             socketio_path=replica.socketio_path,
             transports=["websocket"],
             auth=auth or {},
+            headers=headers or {},
             wait_timeout=10,
         )
         await self.next("session")
         return self
+
+    async def refused(self, replica: Replica, auth: dict[str, Any] | None = None) -> Any:
+        """Connect expecting a refusal; returns the refusal's data."""
+        with contextlib.suppress(socketio.exceptions.ConnectionError):
+            await self.connect(replica, auth)
+        return await self.next("connect_error")
 
     async def start(self, replica: Replica, auth: dict[str, Any] | None = None) -> ChatClient:
         """Connect, then announce the client like the chat page does (runs on_chat_start once)."""

@@ -1,8 +1,9 @@
 """The Switchboard chat runtime: mount a chat module on FastAPI and reach its sessions from anywhere."""
 
+from web.auth import SEND_SCOPE, AuthError, authenticate_user, create_jwt, verify_jwt
 from web.callbacks import on_chat_end, on_chat_start, on_message
 from web.context import Context, get_context, init_http_context, init_ws_context, user_session
-from web.errors import ContextError, SessionDataUnavailable, SessionNotFound
+from web.errors import ContextError, SessionDataUnavailable, SessionForbidden, SessionNotFound
 from web.message import Message
 from web.mount import mount_app
 from web.server import ChatServer
@@ -10,14 +11,19 @@ from web.session import WebsocketSession
 from web.user import User
 
 __all__ = [
+    "SEND_SCOPE",
+    "AuthError",
     "ChatServer",
     "Context",
     "ContextError",
     "Message",
     "SessionDataUnavailable",
+    "SessionForbidden",
     "SessionNotFound",
     "User",
     "WebsocketSession",
+    "authenticate_user",
+    "create_jwt",
     "get_context",
     "init_http_context",
     "init_ws_context",
@@ -26,4 +32,5 @@ __all__ = [
     "on_chat_start",
     "on_message",
     "user_session",
+    "verify_jwt",
 ]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvicorn
 
 from bus import get_settings
+from web.auth import SEND_SCOPE, create_jwt, new_secret
+from web.user import User
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,9 +18,26 @@ def main(argv: list[str] | None = None) -> None:
     demo = commands.add_parser("demo", help="serve the demo chat app")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+    commands.add_parser("create-secret", help="print a fresh SWITCHBOARD_AUTH_SECRET")
+    token = commands.add_parser("token", help="print a signed token (needs SWITCHBOARD_AUTH_SECRET)")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="IDENTIFIER", help="a token for this user")
+    who.add_argument("--service", metavar="NAME", help="a token for a service principal")
+    token.add_argument("--scope", default=None, help=f"space-separated scopes (services: {SEND_SCOPE})")
+    token.add_argument("--expires-in", type=float, default=None, metavar="SECONDS")
     args = parser.parse_args(argv)
     if args.command == "demo":
         _demo(args.host, args.port)
+    elif args.command == "create-secret":
+        print(new_secret())
+        print("warning: changing SWITCHBOARD_AUTH_SECRET logs everybody out", file=sys.stderr)
+    elif args.command == "token":
+        scope = args.scope if args.user else (args.scope or SEND_SCOPE)
+        principal = User(args.user) if args.user else User(f"service:{args.service}")
+        try:
+            print(create_jwt(principal, args.expires_in, scope=scope))
+        except RuntimeError as exc:
+            parser.exit(2, f"switchboard token: {exc}\n")
 
 
 def _demo(host: str, port: int) -> None:

@@ -64,11 +64,18 @@ def init_http_context(user: User | None = None, thread_id: str | None = None) ->
     return ctx
 
 
-async def init_ws_context(session_or_id: WebsocketSession | str) -> Context:
-    """Enter the context of one websocket session, wherever its socket is (awaited: it may look it up)."""
-    session = (
-        await WebsocketSession.get_by_id(session_or_id) if isinstance(session_or_id, str) else session_or_id
-    )
+async def init_ws_context(session_or_id: WebsocketSession | str, *, user: User | None = None) -> Context:
+    """Enter the context of one websocket session, wherever its socket is (awaited: it may look it up).
+
+    Pass the acting `user` (e.g. from `authenticate_user`) to refuse, with SessionForbidden (403),
+    sending to somebody else's session.
+    """
+    if isinstance(session_or_id, str):
+        session = await WebsocketSession.get_by_id(session_or_id, user=user)
+    else:
+        session = session_or_id
+        if user is not None:
+            session.authorize(user)
     ctx = Context(session=session, user=session.user, thread_id=session.thread_id)
     _context.set(ctx)
     return ctx

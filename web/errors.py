@@ -11,6 +11,14 @@ class SessionNotFound(LookupError):
         self.session_id = session_id
 
 
+class SessionForbidden(PermissionError):
+    """The acting user may not send to this session (it is somebody else's). Endpoints answer 403."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"not allowed to send to session {session_id!r}")
+        self.session_id = session_id
+
+
 class ContextError(RuntimeError):
     """A send or `user_session` call was made outside any HTTP or websocket context."""
 

@@ -13,7 +13,7 @@ import socketio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from web.errors import SessionNotFound
+from web.errors import SessionForbidden, SessionNotFound
 from web.server import ChatServer
 
 
@@ -30,6 +30,7 @@ def mount_app(app: FastAPI, target: str | Path, path: str = "/chat") -> ChatServ
     # Only the socket prefix is mounted, so a chat app at path="" does not shadow the parent's routes.
     app.mount(f"{path}/ws/socket.io", socketio.ASGIApp(server.sio, socketio_path=None))
     app.add_exception_handler(SessionNotFound, _session_not_found)
+    app.add_exception_handler(SessionForbidden, _session_forbidden)
     parent_lifespan = app.router.lifespan_context
 
     # Starlette never runs the lifespan of a mounted app, so the server rides on the parent's.
@@ -62,4 +63,12 @@ async def _session_not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         status_code=404,
         content={"detail": "session not found", "sessionId": exc.session_id},
+    )
+
+
+async def _session_forbidden(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SessionForbidden)
+    return JSONResponse(
+        status_code=403,
+        content={"detail": "not allowed to send to this session", "sessionId": exc.session_id},
     )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any
 
@@ -14,6 +15,7 @@ import socketio
 
 import web.context as _ctx
 from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_session_id
+from web.auth import AuthError, verify_jwt
 from web.callbacks import Hook, hooks
 from web.message import Message
 from web.session import LocalSession, WebsocketSession
@@ -118,16 +120,19 @@ class ChatServer:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
-            await self._connect(sid, auth if isinstance(auth, dict) else {})
+            await self._connect(sid, environ, auth if isinstance(auth, dict) else {})
         except BusUnavailable as exc:
             log.error("refused a connection: %s", exc)
-            raise socketio.exceptions.ConnectionRefusedError("bus_unavailable") from exc
+            raise _refused("bus_unavailable", "the message bus is unreachable") from exc
 
-    async def _connect(self, sid: str, auth: dict[str, Any]) -> None:
-        user: User | None = None
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
+        user = self._login(environ, auth)
         resume_token = secrets.token_urlsafe(32)
         record = await self._resumable(auth.get("sessionId"), auth.get("resumeToken"))
         if record is not None:
+            owner = record.user.get("identifier") if record.user else None
+            if owner != (user.identifier if user else None):
+                raise _refused("session_of_another_user", "this session belongs to another user")
             local = await self._resume(sid, record, resume_token)
         else:
             thread_id = auth.get("threadId") if isinstance(auth.get("threadId"), str) else None
@@ -143,6 +148,21 @@ class ChatServer:
         await self.bus.subscribe(Target.session(local.id), self._deliver)
         # Emitted from the connect handler, this is queued before any other event for the socket.
         await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
+
+    def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
+        """The user of the handshake's token (`auth.token`, else the `access_token` cookie)."""
+        if not self.settings.login_required:
+            return None
+        token = auth.get("token")
+        if not token:
+            cookies = SimpleCookie(environ.get("HTTP_COOKIE", ""))
+            token = cookies["access_token"].value if "access_token" in cookies else None
+        elif isinstance(token, str) and token.lower().startswith("bearer "):
+            token = token[7:].strip()
+        try:
+            return verify_jwt(token, self.settings)
+        except AuthError as exc:
+            raise _refused(f"token_{exc.reason}", exc.message) from None
 
     async def _resumable(self, session_id: Any, token: Any) -> SessionRecord | None:
         if not (valid_session_id(session_id) and isinstance(token, str) and token):
@@ -282,6 +302,11 @@ class ChatServer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+def _refused(reason: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A refusal the client receives as `connect_error` {message, data: {reason}}."""
+    return socketio.exceptions.ConnectionRefusedError(message, {"reason": reason})
 
 
 def _pack(data: dict[str, Any]) -> bytes:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bus import Bus, Envelope, Target
-from web.errors import SessionNotFound
+from web.errors import SessionForbidden, SessionNotFound
 from web.user import User
 
 if TYPE_CHECKING:
@@ -41,18 +41,35 @@ class WebsocketSession:
     server: ChatServer | None
 
     @classmethod
-    async def get_by_id(cls, session_id: str) -> WebsocketSession:
-        """Look a session up on this process or in the registry; raises SessionNotFound."""
+    async def get_by_id(cls, session_id: str, *, user: User | None = None) -> WebsocketSession:
+        """Look a session up on this process or in the registry; raises SessionNotFound.
+
+        With `user`, also raises SessionForbidden unless the session is that user's or the
+        user holds the `sessions:send` scope (a service principal).
+        """
         from web.context import current_bus
 
         bus, server = current_bus()
         if server is not None and (local := server.local(session_id)) is not None:
-            return cls(session_id, local.user, local.thread_id, bus, server)
-        record = await bus.registry.get(session_id)
-        if record is None:
-            raise SessionNotFound(session_id)
-        user = User.from_dict(record.user) if record.user else None
-        return cls(session_id, user, record.thread_id, bus, server)
+            session = cls(session_id, local.user, local.thread_id, bus, server)
+        else:
+            record = await bus.registry.get(session_id)
+            if record is None:
+                raise SessionNotFound(session_id)
+            owner = User.from_dict(record.user) if record.user else None
+            session = cls(session_id, owner, record.thread_id, bus, server)
+        if user is not None:
+            session.authorize(user)
+        return session
+
+    def authorize(self, user: User) -> None:
+        """Raise SessionForbidden unless `user` may send to this session."""
+        from web.auth import SEND_SCOPE
+
+        if SEND_SCOPE in user.scopes:
+            return
+        if self.user is None or self.user.identifier != user.identifier:
+            raise SessionForbidden(self.id)
 
     def local(self) -> LocalSession | None:
         return self.server.local(self.id) if self.server is not None else None

@@ -3,13 +3,15 @@
 import os
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from tests.apps import counters
 from web import (
     Message,
     SessionDataUnavailable,
+    User,
     WebsocketSession,
+    authenticate_user,
     init_http_context,
     init_ws_context,
     mount_app,
@@ -66,6 +68,22 @@ async def custom_key(session_id: str) -> dict[str, object]:
         return {"count": user_session.get("count"), "error": None}
     except SessionDataUnavailable as exc:
         return {"count": None, "error": str(exc)}
+
+
+@app.get("/custom-auth")
+async def custom_auth(current_user: User = Depends(authenticate_user)) -> dict[str, str]:  # noqa: B008
+    """Seed example 4: an endpoint protected by the same token as the chat socket."""
+    init_http_context(user=current_user)
+    await Message(content=f"Hello {current_user.identifier}").send()
+    return {"identifier": current_user.identifier}
+
+
+@app.get("/hello-as/{session_id}")
+async def hello_as(session_id: str, current_user: User = Depends(authenticate_user)) -> dict[str, str]:  # noqa: B008
+    """Cross-process send on behalf of a user: only to that user's own sessions (else 403)."""
+    await init_ws_context(session_id, user=current_user)
+    await Message(content=f"Hello from {current_user.identifier}").send()
+    return {"sent": session_id}
 
 
 @app.get("/stats")

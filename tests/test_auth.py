@@ -1,0 +1,206 @@
+"""Tokens: minting, every way a token can be bad, rotation, and the FastAPI dependency."""
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import jwt
+import pytest
+from fastapi import Depends, FastAPI
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bus import Settings, get_settings
+from web import AuthError, User, authenticate_user, create_jwt, verify_jwt
+from web.auth import key_id
+from web.cli import main as cli
+
+SECRET = "s" * 40
+OLD = "o" * 40
+SETTINGS = Settings(auth_secret=SECRET, auth_previous_secrets=(OLD,))
+
+
+def sign(claims: dict[str, object], secret: str = SECRET, **header: object) -> str:
+    headers = {"kid": key_id(secret), **header}
+    return jwt.encode(claims, secret, algorithm="HS256", headers=headers)
+
+
+def claims(**changes: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {"sub": "ann", "identifier": "ann", "iat": now, "exp": now + 60}
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_round_trip_carries_the_user() -> None:
+    user = User("ann", "Ann", {"team": "blue"})
+    token = create_jwt(user, settings=SETTINGS)
+    back = verify_jwt(token, SETTINGS)
+    assert (back.identifier, back.display_name, back.metadata, back.scopes) == (
+        "ann",
+        "Ann",
+        {"team": "blue"},
+        (),
+    )
+    assert jwt.get_unverified_header(token)["kid"] == key_id(SECRET)
+    payload = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert payload["exp"] - payload["iat"] == 15 * 24 * 3600
+
+
+def test_service_tokens_carry_their_scope() -> None:
+    token = create_jwt(User("service:billing"), 60, scope="sessions:send", settings=SETTINGS)
+    assert verify_jwt(token, SETTINGS).scopes == ("sessions:send",)
+
+
+@pytest.mark.parametrize("secret", [None, "", "short-secret"])
+def test_refuses_to_sign_without_a_strong_secret(secret: str | None) -> None:
+    with pytest.raises(RuntimeError, match="create-secret"):
+        create_jwt(User("ann"), settings=Settings(auth_secret=secret))
+
+
+def tampered() -> str:
+    header, _, signature = sign(claims()).split(".")
+    payload = b64(json.dumps(claims(sub="root", identifier="root")).encode())
+    return f"{header}.{payload}.{signature}"
+
+
+def alg_none() -> str:
+    header = b64(json.dumps({"alg": "none", "typ": "JWT", "kid": key_id(SECRET)}).encode())
+    return f"{header}.{b64(json.dumps(claims()).encode())}."
+
+
+def rs_confusion() -> str:
+    # The classic attack: an RS256 header with an HMAC made with the (public) key material.
+    header = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": key_id(SECRET)}).encode())
+    body = b64(json.dumps(claims()).encode())
+    import hashlib
+    import hmac
+
+    mac = hmac.new(SECRET.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{b64(mac)}"
+
+
+BAD_TOKENS = {
+    "garbage": ("not.a.jwt", "malformed"),
+    "two parts": ("abc.def", "malformed"),
+    "bad signature": (sign(claims())[:-4] + "AAAA", "bad_signature"),
+    "wrong secret": (sign(claims(), "w" * 40, kid=key_id(SECRET)), "bad_signature"),
+    "unknown key id": (sign(claims(), "w" * 40), "unknown_key"),
+    "no key id": (jwt.encode(claims(), SECRET, algorithm="HS256"), "unknown_key"),
+    "alg none": (alg_none(), "bad_algorithm"),
+    "hs/rs confusion": (rs_confusion(), "bad_algorithm"),
+    "expired": (sign(claims(exp=int(time.time()) - 3600)), "expired"),
+    "not yet valid": (sign(claims(nbf=int(time.time()) + 3600)), "not_yet_valid"),
+    "tampered payload": (tampered(), "bad_signature"),
+    "missing exp": (sign(claims(exp=None)), "missing_claim"),
+    "missing sub": (sign(claims(sub=None)), "missing_claim"),
+    "bad metadata": (sign(claims(metadata=[1])), "malformed"),
+    "removed secret": (sign(claims(), "r" * 40), "unknown_key"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_TOKENS)
+def test_every_bad_token_names_its_failure(name: str) -> None:
+    token, reason = BAD_TOKENS[name]
+    with pytest.raises(AuthError) as raised:
+        verify_jwt(token, SETTINGS)
+    assert raised.value.reason == reason
+    assert token not in str(raised.value)
+
+
+def test_audience_and_issuer_are_enforced_when_configured() -> None:
+    strict = Settings(auth_secret=SECRET, token_audience="chat", token_issuer="sb")
+    assert verify_jwt(create_jwt(User("ann"), settings=strict), strict).identifier == "ann"
+    for changes, reason in [
+        ({"aud": "other", "iss": "sb"}, "wrong_audience"),
+        ({"aud": "chat", "iss": "x"}, "wrong_issuer"),
+    ]:
+        with pytest.raises(AuthError) as raised:
+            verify_jwt(sign(claims(**changes)), strict)
+        assert raised.value.reason == reason
+
+
+def test_rotation_previous_secret_verifies_removed_one_does_not() -> None:
+    old_token = create_jwt(User("ann"), settings=Settings(auth_secret=OLD))
+    assert verify_jwt(old_token, SETTINGS).identifier == "ann"
+    rotated_out = Settings(auth_secret=SECRET)
+    with pytest.raises(AuthError, match="key this server does not know"):
+        verify_jwt(old_token, rotated_out)
+
+
+@given(st.text(max_size=300))
+def test_arbitrary_strings_raise_only_auth_error(text: str) -> None:
+    try:
+        verify_jwt(text, SETTINGS)
+    except AuthError:
+        pass
+
+
+@given(
+    st.lists(
+        st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", max_size=60),
+        min_size=3,
+        max_size=3,
+    )
+)
+def test_arbitrary_three_part_tokens_raise_only_auth_error(parts: list[str]) -> None:
+    try:
+        verify_jwt(".".join(parts), SETTINGS)
+    except AuthError:
+        pass
+
+
+@pytest.fixture
+def env_auth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("SWITCHBOARD_AUTH_PREVIOUS_SECRETS", OLD)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+async def test_dependency_answers_401_with_the_failure_class(env_auth: None) -> None:
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(user: User = Depends(authenticate_user)) -> dict[str, str]:  # noqa: B008
+        return {"identifier": user.identifier}
+
+    good = create_jwt(User("ann"))
+    cases = [
+        ({}, "missing"),
+        ({"Authorization": "Basic YWxhZGRpbjpvcGVuc2VzYW1l"}, "wrong_scheme"),
+        ({"Authorization": "Bearer "}, "missing"),
+        ({"Authorization": "Bearer garbage"}, "malformed"),
+        ({"Authorization": f"Bearer {BAD_TOKENS['expired'][0]}"}, "expired"),
+        ({"Authorization": f"Bearer {BAD_TOKENS['alg none'][0]}"}, "bad_algorithm"),
+    ]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1") as client:
+        for headers, reason in cases:
+            response = await client.get("/me", headers=headers)
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+            assert response.json()["detail"]["reason"] == reason
+            assert good not in response.text
+        ok = await client.get("/me", headers={"Authorization": f"Bearer {good}"})
+        assert ok.json() == {"identifier": "ann"}
+        cookie = await client.get("/me", headers={"Cookie": f"access_token={good}"})
+        assert cookie.json() == {"identifier": "ann"}
+
+
+def test_cli_create_secret_and_service_token(env_auth: None, capsys: pytest.CaptureFixture[str]) -> None:
+    cli(["create-secret"])
+    out = capsys.readouterr()
+    secret = out.out.strip()
+    assert len(base64.urlsafe_b64decode(secret + "==")) >= 48
+    assert "logs everybody out" in out.err
+    cli(["token", "--service", "billing"])
+    user = verify_jwt(capsys.readouterr().out.strip())
+    assert user.identifier == "service:billing" and user.scopes == ("sessions:send",)

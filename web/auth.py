@@ -1,0 +1,209 @@
+"""JWT authentication: one HS256 token protects custom endpoints and the chat socket."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import jwt
+from fastapi import HTTPException, Request
+
+from bus import Settings, get_settings
+from web.user import User
+
+ALGORITHM = "HS256"
+#: Clock skew tolerated on `exp`, `nbf` and `iat`.
+LEEWAY_SECONDS = 10
+#: The scope a service principal (worker, webhook caller) needs to send to anybody's session.
+SEND_SCOPE = "sessions:send"
+_MIN_SECRET_BYTES = 32
+_MAX_TOKEN_CHARS = 8192
+
+Reason = Literal[
+    "missing",
+    "wrong_scheme",
+    "malformed",
+    "bad_algorithm",
+    "unknown_key",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "wrong_audience",
+    "wrong_issuer",
+    "missing_claim",
+    "not_configured",
+]
+
+_MESSAGES: dict[str, str] = {
+    "missing": "no token was presented",
+    "wrong_scheme": "the Authorization header must use the Bearer scheme",
+    "malformed": "the token is not a well-formed JWT",
+    "bad_algorithm": f"the token is not signed with {ALGORITHM}",
+    "unknown_key": "the token was signed with a key this server does not know",
+    "bad_signature": "the token signature is invalid",
+    "expired": "the token has expired",
+    "not_yet_valid": "the token is not valid yet",
+    "wrong_audience": "the token is for another audience",
+    "wrong_issuer": "the token is from another issuer",
+    "missing_claim": "the token lacks a required claim",
+    "not_configured": "authentication is not configured on this server",
+}
+
+
+class AuthError(Exception):
+    """A token was refused; `reason` names the failed check in general terms, never the token."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(_MESSAGES[reason])
+        self.reason: Reason = reason
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self.reason]
+
+
+def key_id(secret: str) -> str:
+    """A public fingerprint of a secret, carried as `kid` so verification picks the right key."""
+    return hashlib.sha256(b"switchboard-kid:" + secret.encode()).hexdigest()[:16]
+
+
+def _signing_secret(settings: Settings) -> str:
+    secret = settings.auth_secret
+    if not secret:
+        raise RuntimeError("SWITCHBOARD_AUTH_SECRET is not set; create one with `switchboard create-secret`")
+    if len(secret.encode()) < _MIN_SECRET_BYTES:
+        raise RuntimeError(
+            f"SWITCHBOARD_AUTH_SECRET is shorter than {_MIN_SECRET_BYTES} bytes; "
+            "create a strong one with `switchboard create-secret`"
+        )
+    return secret
+
+
+def create_jwt(
+    user: User,
+    expires_in: float | None = None,
+    *,
+    scope: str | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Sign a token for `user` (or, with `scope`, for a service principal such as a worker)."""
+    settings = settings or get_settings()
+    secret = _signing_secret(settings)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": user.identifier,
+        "identifier": user.identifier,
+        "display_name": user.display_name,
+        "metadata": user.metadata,
+        "iat": now,
+        "exp": now + int(settings.token_ttl_seconds if expires_in is None else expires_in),
+    }
+    if scope:
+        claims["scope"] = scope
+    if settings.token_audience:
+        claims["aud"] = settings.token_audience
+    if settings.token_issuer:
+        claims["iss"] = settings.token_issuer
+    return jwt.encode(claims, secret, algorithm=ALGORITHM, headers={"kid": key_id(secret)})
+
+
+def verify_jwt(token: object, settings: Settings | None = None) -> User:
+    """Verify a token and return its user; raises AuthError and nothing else."""
+    settings = settings or get_settings()
+    if settings.auth_secret is None:
+        raise AuthError("not_configured")
+    if not isinstance(token, str) or not token:
+        raise AuthError("missing")
+    if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2:
+        raise AuthError("malformed")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise AuthError("malformed") from None
+    if header.get("alg") != ALGORITHM:
+        raise AuthError("bad_algorithm")
+    keys = {key_id(s): s for s in (settings.auth_secret, *settings.auth_previous_secrets)}
+    kid = header.get("kid")
+    secret = keys.get(kid) if isinstance(kid, str) else None
+    if secret is None:
+        raise AuthError("unknown_key")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=settings.token_audience,
+            issuer=settings.token_issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "sub"], "verify_aud": settings.token_audience is not None},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("expired") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthError("not_yet_valid") from None
+    except jwt.InvalidAudienceError:
+        raise AuthError("wrong_audience") from None
+    except jwt.InvalidIssuerError:
+        raise AuthError("wrong_issuer") from None
+    except jwt.MissingRequiredClaimError:
+        raise AuthError("missing_claim") from None
+    except jwt.InvalidSignatureError:
+        raise AuthError("bad_signature") from None
+    except jwt.InvalidAlgorithmError:
+        raise AuthError("bad_algorithm") from None
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise AuthError("malformed") from None
+    return _user_from(claims)
+
+
+def _user_from(claims: Mapping[str, Any]) -> User:
+    subject, metadata, name, scope = (
+        claims.get("sub"),
+        claims.get("metadata"),
+        claims.get("display_name"),
+        claims.get("scope", ""),
+    )
+    if not isinstance(subject, str) or not subject:
+        raise AuthError("missing_claim")
+    if (
+        not isinstance(metadata, dict | None)
+        or not isinstance(name, str | None)
+        or not isinstance(scope, str)
+    ):
+        raise AuthError("malformed")
+    return User(subject, name, metadata or {}, scopes=tuple(scope.split()))
+
+
+def token_from_header(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header value; AuthError otherwise."""
+    if not authorization:
+        raise AuthError("missing")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise AuthError("wrong_scheme")
+    if not token.strip():
+        raise AuthError("missing")
+    return token.strip()
+
+
+async def authenticate_user(request: Request) -> User:
+    """FastAPI dependency: the user of the request's bearer token (or `access_token` cookie)."""
+    try:
+        header = request.headers.get("authorization")
+        cookie = request.cookies.get("access_token")
+        token = token_from_header(header) if header or not cookie else cookie
+        return verify_jwt(token)
+    except AuthError as exc:
+        raise HTTPException(
+            status_code=401,
+            detail={"error": "invalid_token", "reason": exc.reason, "message": exc.message},
+            headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'},
+        ) from None
+
+
+def new_secret() -> str:
+    """A fresh signing secret: 64 random bytes, URL-safe text."""
+    return secrets.token_urlsafe(64)
