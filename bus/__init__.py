@@ -1,10 +1,10 @@
 """The Switchboard bus: envelopes, Redis and in-memory transports, and the session registry."""
 
-from bus.backend import BusUnavailable
-from bus.envelope import Envelope, EnvelopeError, Target
+from bus.envelope import Envelope, EnvelopeError, Target, offset_key, valid_offset
+from bus.errors import BusUnavailable, SessionNotFound
 from bus.registry import SessionRecord, SessionRegistry, valid_session_id
 from bus.settings import Settings, get_settings
-from bus.transport import Bus, BusStats
+from bus.transport import Bus, BusStats, Receipt
 
 __all__ = [
     "Bus",
@@ -12,10 +12,14 @@ __all__ = [
     "BusUnavailable",
     "Envelope",
     "EnvelopeError",
+    "Receipt",
+    "SessionNotFound",
     "SessionRecord",
     "SessionRegistry",
     "Settings",
     "Target",
     "get_settings",
+    "offset_key",
+    "valid_offset",
     "valid_session_id",
 ]

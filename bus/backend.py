@@ -1,23 +1,23 @@
-"""What a bus backend provides: pub/sub on named channels plus a few expiring-hash operations."""
+"""What a bus backend provides: pub/sub, per-session logs appended atomically with the publish,
+and a few expiring-hash operations for the registry."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
-#: Called by a backend for every message on a subscribed channel, in publish order per channel.
+#: Called by a backend for every frame on a subscribed channel, in publish order per channel.
 Receiver = Callable[[str, bytes], Awaitable[None]]
-
-
-class BusUnavailable(ConnectionError):
-    """The bus backend could not be reached (after its bounded retries)."""
+#: Called with True when the subscription is lost (frames may be missed from then on), and with
+#: False once every channel is subscribed again (what was missed is in the session logs).
+Gap = Callable[[bool], Awaitable[None]]
 
 
 class Backend(Protocol):
     #: How many times the subscription connection was lost and re-established.
     reconnects: int
 
-    async def connect(self, receiver: Receiver) -> None: ...
+    async def connect(self, receiver: Receiver, gap: Gap) -> None: ...
 
     async def disconnect(self) -> None: ...
 
@@ -26,7 +26,30 @@ class Backend(Protocol):
         ...
 
     async def publish(self, channel: str, data: bytes) -> int:
-        """Send `data` to `channel`; returns how many processes received it."""
+        """Publish `frame("", data)`; returns how many processes received it."""
+        ...
+
+    async def send(
+        self,
+        info_key: str,
+        log_key: str,
+        channel: str,
+        data: bytes,
+        *,
+        durable: bool,
+        maxlen: int,
+        ttl: float,
+    ) -> tuple[str, int] | None:
+        """In one atomic step: unless `info_key` is missing (then None), append `data` to the log
+        when `durable`, and publish `frame(offset, data)`. Returns (offset or "", receivers)."""
+        ...
+
+    async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
+        """At most `count` log entries with offsets after `after`, oldest first."""
+        ...
+
+    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str]:
+        """(first offset still in the log or "", last offset ever appended or "0-0")."""
         ...
 
     async def subscribe(self, channel: str) -> None:
@@ -41,6 +64,14 @@ class Backend(Protocol):
 
     async def hash_get(self, key: str) -> dict[str, bytes] | None: ...
 
+    async def hash_delete(self, key: str, field: str) -> None: ...
+
+    async def list_append(self, key: str, value: bytes, maxlen: int) -> None:
+        """Append to the list at `key`, keeping its last `maxlen` items."""
+        ...
+
+    async def list_items(self, key: str) -> list[bytes]: ...
+
     async def expire(self, keys: Iterable[str], ttl: float) -> None: ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, *keys: str) -> None: ...

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 import msgpack
 
 VERSION = 1
-TargetKind = Literal["session", "user", "broadcast"]
+TargetKind = Literal["session", "user", "broadcast", "reply"]
 _TARGET_KINDS: frozenset[str] = frozenset(get_args(TargetKind))
 _MAX_DEPTH = 32
 _MAX_NAME = 256
@@ -19,6 +20,34 @@ _FIELDS = 8  # version, id, created_at, target kind, target id, event, payload, 
 
 class EnvelopeError(ValueError):
     """Raised for any bus payload that is not a well-formed envelope of a known version."""
+
+
+_OFFSET = re.compile(rb"\d{1,20}-\d{1,20}")
+
+
+def frame(offset: str, data: bytes) -> bytes:
+    """What travels on a channel: the log offset (empty if not logged), a space, the envelope.
+
+    The Redis send script builds the same frame in Lua (bus/redis_backend.py).
+    """
+    return offset.encode() + b" " + data
+
+
+def unframe(raw: bytes) -> tuple[str, bytes]:
+    offset, space, data = raw.partition(b" ")
+    if not space or (offset and _OFFSET.fullmatch(offset) is None):
+        raise EnvelopeError("not a bus frame (offset, space, envelope)")
+    return offset.decode(), data
+
+
+def offset_key(offset: str) -> tuple[int, int]:
+    """Offsets are Redis stream ids, `<n>-0` with n counting a session's messages; compare by this."""
+    ms, _, seq = offset.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def valid_offset(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _OFFSET.fullmatch(value.encode()) is not None
 
 
 @dataclass(frozen=True, slots=True)

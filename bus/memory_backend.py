@@ -5,30 +5,52 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from bus.backend import Receiver
+from bus.backend import Gap, Receiver
+from bus.envelope import frame, offset_key
 
 _Message = tuple[str, bytes]
 _Subscriber = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[_Message]"]
 
 
+@dataclass
+class _Log:
+    entries: deque[tuple[str, bytes]] = field(default_factory=deque)
+    expires_at: float = 0.0
+
+
 class _Hub:
-    """Process-wide channels and hashes; a lock makes them safe to reach from other threads' loops."""
+    """Process-wide channels, logs and hashes; a lock makes them safe to reach from other threads."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.channels: dict[str, dict[int, _Subscriber]] = {}
         self.hashes: dict[str, tuple[float, dict[str, bytes]]] = {}
+        self.logs: dict[str, _Log] = {}
+        self.lists: dict[str, deque[bytes]] = {}
 
     def live_hash(self, key: str, now: float) -> dict[str, bytes] | None:
         entry = self.hashes.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= now:
+        if entry is not None and entry[0] <= now:
             del self.hashes[key]
             return None
-        return entry[1]
+        return entry[1] if entry else None
+
+    def live_log(self, key: str, now: float) -> _Log | None:
+        log = self.logs.get(key)
+        if log is not None and log.expires_at <= now:
+            del self.logs[key]
+            return None
+        return log
+
+    def publish(self, channel: str, raw: bytes) -> int:
+        subscribers = list(self.channels.get(channel, {}).values())
+        for loop, queue in subscribers:
+            loop.call_soon_threadsafe(queue.put_nowait, (channel, raw))
+        return len(subscribers)
 
 
 _hub = _Hub()
@@ -41,7 +63,7 @@ class MemoryBackend:
         self._subscriber: _Subscriber | None = None
         self._drain: asyncio.Task[None] | None = None
 
-    async def connect(self, receiver: Receiver) -> None:
+    async def connect(self, receiver: Receiver, gap: Gap) -> None:
         queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._subscriber = (asyncio.get_running_loop(), queue)
         self._drain = asyncio.create_task(_drain(queue, receiver), name="switchboard-memory-bus")
@@ -60,10 +82,52 @@ class MemoryBackend:
 
     async def publish(self, channel: str, data: bytes) -> int:
         with _hub.lock:
-            subscribers = list(_hub.channels.get(channel, {}).values())
-        for loop, queue in subscribers:
-            loop.call_soon_threadsafe(queue.put_nowait, (channel, data))
-        return len(subscribers)
+            return _hub.publish(channel, frame("", data))
+
+    async def send(
+        self,
+        info_key: str,
+        log_key: str,
+        channel: str,
+        data: bytes,
+        *,
+        durable: bool,
+        maxlen: int,
+        ttl: float,
+    ) -> tuple[str, int] | None:
+        now = time.monotonic()
+        with _hub.lock:
+            info = _hub.live_hash(info_key, now)
+            if info is None:
+                return None
+            offset = ""
+            if durable:  # offsets as the Redis script makes them: `<n>-0`, n counted in the registry
+                seq = int(info.get("seq", b"0")) + 1
+                info["seq"] = str(seq).encode()
+                offset = f"{seq}-0"
+                log = _hub.live_log(log_key, now) or _hub.logs.setdefault(log_key, _Log())
+                log.entries.append((offset, data))
+                while len(log.entries) > maxlen:
+                    log.entries.popleft()
+                log.expires_at = now + ttl
+            return offset, _hub.publish(channel, frame(offset, data))
+
+    async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
+        with _hub.lock:
+            log = _hub.live_log(key, time.monotonic())
+            if log is None:
+                return []
+            start = offset_key(after)
+            later = (entry for entry in log.entries if offset_key(entry[0]) > start)
+            return [entry for _, entry in zip(range(count), later, strict=False)]
+
+    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str]:
+        now = time.monotonic()
+        with _hub.lock:
+            log = _hub.live_log(log_key, now)
+            info = _hub.live_hash(info_key, now) or {}
+            first = log.entries[0][0] if log is not None and log.entries else ""
+            return first, f"{int(info.get('seq', b'0'))}-0"
 
     async def subscribe(self, channel: str) -> None:
         assert self._subscriber is not None, "connect() first"
@@ -88,16 +152,35 @@ class MemoryBackend:
             found = _hub.live_hash(key, time.monotonic())
             return dict(found) if found is not None else None
 
+    async def hash_delete(self, key: str, field: str) -> None:
+        with _hub.lock:
+            if (found := _hub.live_hash(key, time.monotonic())) is not None:
+                found.pop(field, None)
+
+    async def list_append(self, key: str, value: bytes, maxlen: int) -> None:
+        with _hub.lock:
+            items = _hub.lists.setdefault(key, deque(maxlen=maxlen))
+            items.append(value)
+
+    async def list_items(self, key: str) -> list[bytes]:
+        with _hub.lock:
+            return list(_hub.lists.get(key, ()))
+
     async def expire(self, keys: Iterable[str], ttl: float) -> None:
         now = time.monotonic()
         with _hub.lock:
             for key in keys:
                 if (found := _hub.live_hash(key, now)) is not None:
                     _hub.hashes[key] = (now + ttl, found)
+                if (log := _hub.live_log(key, now)) is not None:
+                    log.expires_at = now + ttl
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, *keys: str) -> None:
         with _hub.lock:
-            _hub.hashes.pop(key, None)
+            for key in keys:
+                _hub.hashes.pop(key, None)
+                _hub.logs.pop(key, None)
+                _hub.lists.pop(key, None)
 
 
 async def _drain(queue: asyncio.Queue[_Message], receiver: Receiver) -> None:

@@ -15,7 +15,9 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bus.backend import BusUnavailable, Receiver
+from bus.backend import Gap, Receiver
+from bus.envelope import frame
+from bus.errors import BusUnavailable
 
 log = logging.getLogger("switchboard.bus")
 
@@ -24,6 +26,22 @@ _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 SUBSCRIBE_TIMEOUT = 5.0
 #: Commands are retried this many times (exponential backoff capped at 1 s) before BusUnavailable.
 COMMAND_RETRIES = 3
+
+# Append to the session's log and publish in one atomic step; refuse (nil) if the session is gone.
+# KEYS: registry hash, log stream (one {session_id} hash tag, so valid on Redis Cluster).
+# ARGV: channel, envelope, durable ("1"/"0"), log length, TTL in ms.
+# Offsets are `<n>-0` with n counted per session in the registry hash, so they are contiguous and
+# a trimmed range is detectable. The published frame is `offset .. " " .. envelope` (bus.envelope.frame).
+_SEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local offset = ''
+if ARGV[3] == '1' then
+  offset = redis.call('HINCRBY', KEYS[1], 'seq', 1) .. '-0'
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset, 'e', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+return {offset, redis.call('PUBLISH', ARGV[1], offset .. ' ' .. ARGV[2])}
+"""
 
 
 @contextlib.asynccontextmanager
@@ -51,11 +69,15 @@ class RedisBackend:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._receiver: Receiver | None = None
+        self._gap: Gap | None = None
+        #: Channels whose re-subscription is not confirmed yet after a reconnect.
+        self._restoring: set[str] | None = None
+        self._send = self._commands.register_script(_SEND)
         self.reconnects = 0
         self._state = asyncio.Condition()
 
-    async def connect(self, receiver: Receiver) -> None:
-        self._receiver = receiver
+    async def connect(self, receiver: Receiver, gap: Gap) -> None:
+        self._receiver, self._gap = receiver, gap
         async with _available():
             await self._commands.ping()
         confirmed = self._confirmation(self._home)
@@ -81,7 +103,40 @@ class RedisBackend:
 
     async def publish(self, channel: str, data: bytes) -> int:
         async with _available():
-            return int(await self._commands.publish(channel, data))
+            return int(await self._commands.publish(channel, frame("", data)))
+
+    async def send(
+        self,
+        info_key: str,
+        log_key: str,
+        channel: str,
+        data: bytes,
+        *,
+        durable: bool,
+        maxlen: int,
+        ttl: float,
+    ) -> tuple[str, int] | None:
+        args: list[str | bytes | int] = [channel, data, "1" if durable else "0", maxlen, int(ttl * 1000)]
+        async with _available():
+            result = await self._send(keys=[info_key, log_key], args=args)
+        if result is None:
+            return None
+        offset, receivers = result
+        return _text(offset), int(receivers)
+
+    async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
+        async with _available():
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._commands.xrange(
+                key, f"({after}", "+", count=count
+            )  # type: ignore[assignment]
+        return [(offset.decode(), fields[b"e"]) for offset, fields in entries if b"e" in fields]
+
+    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str]:
+        async with _available(), self._commands.pipeline(transaction=True) as pipe:
+            pipe.xrange(log_key, "-", "+", count=1)
+            pipe.hget(info_key, "seq")
+            first, seq = await pipe.execute()
+        return (_text(first[0][0]) if first else ""), f"{int(seq or 0)}-0"
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -120,6 +175,8 @@ class RedisBackend:
         while True:
             pubsub = self._subscriber.pubsub()
             try:
+                if self.reconnects:
+                    self._restoring = set(self._channels)
                 await pubsub.subscribe(*self._channels)
                 await self._set_pubsub(pubsub)
                 backoff = 0.05
@@ -128,6 +185,8 @@ class RedisBackend:
                     if message is not None:
                         await self._dispatch(message)
             except _LOST as exc:
+                if self._pubsub is not None and self._gap is not None:
+                    await self._gap(True)
                 self.reconnects += 1
                 await self._set_pubsub(None)
                 log.warning("bus subscription lost (%s); reconnecting in %.2fs", exc, backoff)
@@ -144,6 +203,12 @@ class RedisBackend:
             data = message["data"]
             await self._receiver(name, data if isinstance(data, bytes) else str(data).encode())
         elif message["type"] == "subscribe":
+            if self._restoring is not None:
+                self._restoring.discard(name)
+                if not self._restoring:
+                    self._restoring = None
+                    assert self._gap is not None
+                    await self._gap(False)
             waiters = self._waiters.get(name)
             while waiters:
                 waiter = waiters.popleft()
@@ -162,15 +227,30 @@ class RedisBackend:
             found = await self._commands.hgetall(key)
         return {_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
 
+    async def hash_delete(self, key: str, field: str) -> None:
+        async with _available():
+            await self._commands.hdel(key, field)
+
+    async def list_append(self, key: str, value: bytes, maxlen: int) -> None:
+        async with _available(), self._commands.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, value)
+            pipe.ltrim(key, -maxlen, -1)
+            await pipe.execute()
+
+    async def list_items(self, key: str) -> list[bytes]:
+        async with _available():
+            items = await self._commands.lrange(key, 0, -1)
+        return [item for item in items if isinstance(item, bytes)]
+
     async def expire(self, keys: Iterable[str], ttl: float) -> None:
         async with _available(), self._commands.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.pexpire(key, int(ttl * 1000))
             await pipe.execute()
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, *keys: str) -> None:
         async with _available():
-            await self._commands.delete(key)
+            await self._commands.delete(*keys)
 
 
 def _text(value: bytes | str) -> str:

@@ -42,6 +42,8 @@ class SessionRecord:
     token_hash: str
     #: The session's custom `user_session` keys, msgpack-encoded by the replica that holds it.
     data: bytes
+    #: The highest log offset the client acknowledged ("0-0" if none).
+    acked: str
 
     def accepts(self, resume_token: str) -> bool:
         """Whether `resume_token` is this session's, compared in constant time."""
@@ -59,6 +61,14 @@ class SessionRegistry:
 
     def key(self, session_id: str) -> str:
         return f"{self._prefix}:session:{{{session_id}}}:info"
+
+    def asks_key(self, session_id: str) -> str:
+        """The session's open questions (correlation id -> ask), re-asked when it resumes."""
+        return f"{self._prefix}:session:{{{session_id}}}:asks"
+
+    def log_key(self, session_id: str) -> str:
+        """The session's message log (a Redis Stream), in the same hash slot as its record."""
+        return f"{self._prefix}:session:{{{session_id}}}:log"
 
     async def create(
         self,
@@ -99,6 +109,7 @@ class SessionRegistry:
             last_seen=float(text.get("last_seen", 0)),
             token_hash=text["token_hash"],
             data=found.get("data", b""),
+            acked=text.get("acked") or "0-0",
         )
 
     async def attach(self, session_id: str, resume_token: str) -> None:
@@ -111,16 +122,22 @@ class SessionRegistry:
         }
         await self._backend.hash_set(self.key(session_id), fields, self._ttl)
 
-    async def detach(self, session_id: str, data: bytes) -> None:
+    async def detach(self, session_id: str, data: bytes, acked: str) -> None:
         """Record a disconnect: the session stays resumable for the grace period."""
-        fields = {"connected": b"0", "last_seen": str(time.time()).encode(), "data": data}
-        await self._backend.hash_set(self.key(session_id), fields, self._ttl)
+        fields = {"connected": b"0", "last_seen": str(time.time()).encode()}
+        await self._backend.hash_set(self.key(session_id), fields | _state(data, acked), self._ttl)
 
-    async def save_data(self, session_id: str, data: bytes) -> None:
-        await self._backend.hash_set(self.key(session_id), {"data": data}, self._ttl)
+    async def save_state(self, session_id: str, data: bytes, acked: str) -> None:
+        """Save what follows the session to another replica: custom keys and the acked offset."""
+        await self._backend.hash_set(self.key(session_id), _state(data, acked), self._ttl)
 
     async def heartbeat(self, session_ids: Iterable[str]) -> None:
-        await self._backend.expire([self.key(s) for s in session_ids], self._ttl)
+        keys = [key for s in session_ids for key in (self.key(s), self.log_key(s))]
+        await self._backend.expire(keys, self._ttl)
 
     async def delete(self, session_id: str) -> None:
-        await self._backend.delete(self.key(session_id))
+        await self._backend.delete(self.key(session_id), self.log_key(session_id), self.asks_key(session_id))
+
+
+def _state(data: bytes, acked: str) -> dict[str, bytes]:
+    return {"data": data, "acked": acked.encode()}

@@ -30,6 +30,14 @@ class Settings:
     max_envelope_bytes: int = 1024 * 1024
     #: Prefix of every Redis key and channel this project uses.
     key_prefix: str = "switchboard"
+    #: Messages kept per session log for replay (trimmed approximately, `MAXLEN ~`).
+    session_log_length: int = 1000
+    #: Log entries read per round trip when replaying (never an unbounded XRANGE).
+    replay_batch: int = 100
+    #: Store every message of a thread (bounded) so a resumed thread gets its history.
+    data_persistence: bool = False
+    #: Messages kept per thread history when data persistence is on.
+    thread_history_length: int = 500
     #: HS256 secret that signs and verifies tokens; None leaves authentication off.
     auth_secret: str | None = field(default=None, repr=False)
     #: Former secrets that still verify (never sign), for rotation.
@@ -72,6 +80,15 @@ class Settings:
             values["max_envelope_bytes"] = _positive(int, "MAX_ENVELOPE_BYTES", size)
         if (prefix := get("KEY_PREFIX")) is not None:
             values["key_prefix"] = prefix
+        for name, kind in [
+            ("SESSION_LOG_LENGTH", int),
+            ("REPLAY_BATCH", int),
+            ("THREAD_HISTORY_LENGTH", int),
+        ]:
+            if (raw := get(name)) is not None:
+                values[name.lower()] = _positive(kind, name, raw)
+        if (persist := get("DATA_PERSISTENCE")) is not None:
+            values["data_persistence"] = _boolean("DATA_PERSISTENCE", persist)
         values["auth_secret"] = get("AUTH_SECRET")
         previous = get("AUTH_PREVIOUS_SECRETS") or ""
         values["auth_previous_secrets"] = tuple(p.strip() for p in previous.split(",") if p.strip())

@@ -6,10 +6,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal
 from urllib.parse import urlsplit
 
-from bus.backend import Backend
-from bus.envelope import Envelope, EnvelopeError, Target
+from bus.backend import Backend, Gap
+from bus.envelope import Envelope, EnvelopeError, Target, offset_key, unframe
+from bus.errors import SessionNotFound
 from bus.memory_backend import MemoryBackend
 from bus.redis_backend import RedisBackend
 from bus.registry import SessionRegistry
@@ -17,12 +19,13 @@ from bus.settings import Settings, get_settings
 
 log = logging.getLogger("switchboard.bus")
 
-Handler = Callable[[Envelope], Awaitable[None]]
+#: Receives each envelope for a subscribed target with its log offset ("" when not logged).
+Handler = Callable[[Envelope, str], Awaitable[None]]
 
 
 @dataclass(slots=True)
 class BusStats:
-    """Counters of one process's bus; tests and /metrics-style endpoints read them."""
+    """Counters of one process's bus; tests and operators read them."""
 
     published: int = 0
     received: int = 0
@@ -31,18 +34,34 @@ class BusStats:
     failed: int = 0
 
 
-class Bus:
-    """One process's connection to the bus: `async with Bus() as bus: await bus.publish(...)`."""
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a send did: the message id, where it went, its log offset, how many replicas got it live."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    id: str
+    target: Target
+    offset: str
+    delivered: int
+
+    @property
+    def status(self) -> Literal["delivered", "queued"]:
+        """`queued`: nobody holds the socket right now; the session log keeps it for the resume."""
+        return "delivered" if self.delivered else "queued"
+
+
+class Bus:
+    """One process's connection to the bus: `async with Bus() as bus: await bus.send(...)`."""
+
+    def __init__(self, settings: Settings | None = None, *, on_gap: Gap | None = None) -> None:
         self.settings = settings or get_settings()
         self.backend = _backend_for(self.settings)
         self.registry = SessionRegistry(self.backend, self.settings)
         self.stats = BusStats()
         self._handlers: dict[str, Handler] = {}
+        self._on_gap = on_gap
 
     async def __aenter__(self) -> Bus:
-        await self.backend.connect(self._receive)
+        await self.backend.connect(self._receive, self._gap)
         return self
 
     async def __aexit__(
@@ -66,17 +85,66 @@ class Bus:
             return f"{self.settings.key_prefix}:broadcast"
         return f"{self.settings.key_prefix}:{target.kind}:{{{target.id}}}"
 
-    async def publish(self, envelope: Envelope) -> int:
-        """Publish once, encoded once; returns how many processes received it live."""
+    def _encode(self, envelope: Envelope) -> bytes:
         data = envelope.encode()
         if len(data) > self.settings.max_envelope_bytes:
             raise EnvelopeError(
                 f"envelope of {len(data)} bytes exceeds the limit of "
                 f"{self.settings.max_envelope_bytes} (SWITCHBOARD_MAX_ENVELOPE_BYTES)"
             )
-        received = await self.backend.publish(self.channel(envelope.target), data)
+        return data
+
+    async def publish(self, envelope: Envelope) -> int:
+        """Publish without logging (control and reply messages); returns how many processes got it."""
+        received = await self.backend.publish(self.channel(envelope.target), self._encode(envelope))
         self.stats.published += 1
         return received
+
+    async def send(self, envelope: Envelope, *, durable: bool = True) -> Receipt:
+        """Send to a session: appended to its log (if `durable`) and published in one atomic step.
+
+        Encoded once, one round trip. Raises SessionNotFound if the session does not exist.
+        """
+        session_id = envelope.target.id
+        result = await self.backend.send(
+            self.registry.key(session_id),
+            self.registry.log_key(session_id),
+            self.channel(envelope.target),
+            self._encode(envelope),
+            durable=durable,
+            maxlen=self.settings.session_log_length,
+            ttl=self.settings.session_grace_seconds,
+        )
+        if result is None:
+            raise SessionNotFound(session_id)
+        self.stats.published += 1
+        offset, delivered = result
+        return Receipt(envelope.id, envelope.target, offset, delivered)
+
+    async def read_log(self, session_id: str, after: str) -> list[tuple[str, Envelope]]:
+        """The next batch (SWITCHBOARD_REPLAY_BATCH at most) of the session's log after `after`."""
+        entries = await self.backend.read_log(
+            self.registry.log_key(session_id), after, self.settings.replay_batch
+        )
+        decoded = []
+        for offset, data in entries:
+            try:
+                decoded.append((offset, Envelope.decode(data, max_bytes=self.settings.max_envelope_bytes)))
+            except EnvelopeError as exc:
+                self.stats.malformed += 1
+                log.warning("skipped a malformed log entry %s of session %s: %s", offset, session_id, exc)
+        return decoded
+
+    async def lost_after(self, session_id: str, after: str) -> tuple[bool, str]:
+        """Whether messages after `after` were trimmed from the session's log (a replay would
+        be partial), and the first offset the log still holds ("" if none)."""
+        first, last = await self.backend.log_bounds(
+            self.registry.key(session_id), self.registry.log_key(session_id)
+        )
+        after_n, last_n = offset_key(after)[0], offset_key(last)[0]
+        # Offsets are contiguous (`<n>-0`), so anything between `after` and `first` is gone.
+        first_n = offset_key(first)[0] if first else last_n + 1
+        return after_n < last_n and first_n > after_n + 1, first
 
     async def subscribe(self, target: Target, handler: Handler) -> None:
         """Deliver envelopes for `target` to `handler`; returns once the subscription is live."""
@@ -89,9 +157,14 @@ class Bus:
         self._handlers.pop(channel, None)
         await self.backend.unsubscribe(channel)
 
-    async def _receive(self, channel: str, data: bytes) -> None:
+    async def _gap(self, open_: bool) -> None:
+        if self._on_gap is not None:
+            await self._on_gap(open_)
+
+    async def _receive(self, channel: str, raw: bytes) -> None:
         # Never raises: one bad message or failing handler must not stop the listener.
         try:
+            offset, data = unframe(raw)
             envelope = Envelope.decode(data, max_bytes=self.settings.max_envelope_bytes)
             if self.channel(envelope.target) != channel:
                 raise EnvelopeError(f"envelope for {envelope.target} arrived on {channel}")
@@ -105,7 +178,7 @@ class Bus:
             self.stats.unhandled += 1
             return
         try:
-            await handler(envelope)
+            await handler(envelope, offset)
         except Exception:
             self.stats.failed += 1
             log.exception("handler for %s failed on envelope %s", channel, envelope.id)
@@ -119,4 +192,4 @@ def _backend_for(settings: Settings) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         home = f"{settings.key_prefix}:replica:{{{settings.replica_id}}}"
         return RedisBackend(url, home)
-    raise ValueError(f"unsupported bus URL scheme {scheme!r}: use redis://, rediss:// or memory://")
+    raise ValueError(f"unsupported bus URL scheme {scheme!r}: use redis://, rediss://, unix:// or memory://")

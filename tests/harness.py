@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import socketio
 
+from bus import offset_key
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 STARTUP_TIMEOUT = 30.0
@@ -155,6 +157,8 @@ class ChatClient:
     events: list[tuple[str, Any]] = field(default_factory=list)
     session_id: str = ""
     resume_token: str = ""
+    #: Highest log offset received: what a reconnect presents as `lastOffset`.
+    last_offset: str = "0-0"
     _consumed: set[int] = field(default_factory=set)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -176,6 +180,9 @@ class ChatClient:
             self.events.append((event, data))
             if event == "session":
                 self.session_id, self.resume_token = data["sessionId"], data["resumeToken"]
+            offset = data.get("offset") if isinstance(data, dict) else None
+            if offset is not None and offset_key(offset) > offset_key(self.last_offset):
+                self.last_offset = offset
             self._changed.notify_all()
 
     async def connect(
@@ -224,6 +231,15 @@ class ChatClient:
             assert index is not None
             self._consumed.add(index)
             return self.events[index][1]
+
+    def resume_auth(self, **extra: Any) -> dict[str, Any]:
+        """The handshake `auth` that resumes this client's session where it left off."""
+        return {
+            "sessionId": self.session_id,
+            "resumeToken": self.resume_token,
+            "lastOffset": self.last_offset,
+            **extra,
+        }
 
     def received(self, event: str) -> list[Any]:
         return [data for name, data in self.events if name == event]

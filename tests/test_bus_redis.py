@@ -6,7 +6,7 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as redis
 
-from bus import Bus, BusUnavailable, Envelope, EnvelopeError, Settings, Target
+from bus import Bus, BusUnavailable, Envelope, EnvelopeError, SessionNotFound, Settings, Target, offset_key
 
 SESSION = "S" * 24
 
@@ -18,7 +18,7 @@ def envelope(text: str, session: str = SESSION) -> Envelope:
 async def collect(bus: Bus, target: Target) -> asyncio.Queue[Envelope]:
     queue: asyncio.Queue[Envelope] = asyncio.Queue()
 
-    async def handler(env: Envelope) -> None:
+    async def handler(env: Envelope, offset: str) -> None:
         await queue.put(env)
 
     await bus.subscribe(target, handler)
@@ -50,14 +50,23 @@ async def test_garbage_from_a_rogue_client_does_not_stop_later_deliveries(bus: B
     inbox = await collect(bus, Target.session(SESSION))
     channel = bus.channel(Target.session(SESSION))
     rogue = redis.Redis.from_url(redis_url)
-    wrong_target = envelope("misaddressed", session="X" * 24).encode()
-    for garbage in [b"\x00garbage", b"\x93\x01", b"x" * (2 * 1024 * 1024), wrong_target]:
+    wrong_target = b" " + envelope("misaddressed", session="X" * 24).encode()
+    unframed = envelope("no frame").encode()
+    bad_offset = b"abc " + envelope("bad offset").encode()
+    for garbage in [
+        b" \x00garbage",
+        b" \x93\x01",
+        b" " + b"x" * (2 * 1024 * 1024),
+        wrong_target,
+        unframed,
+        bad_offset,
+    ]:
         assert await rogue.publish(channel, garbage) == 1
     await rogue.aclose()
     good = envelope("still here")
     await bus.publish(good)
     assert await asyncio.wait_for(inbox.get(), 5) == good
-    assert bus.stats.malformed == 4 and bus.stats.received == 1
+    assert bus.stats.malformed == 6 and bus.stats.received == 1
 
 
 async def test_oversized_publish_is_refused(settings: Callable[..., Settings]) -> None:
@@ -69,7 +78,7 @@ async def test_oversized_publish_is_refused(settings: Callable[..., Settings]) -
 async def test_failing_handler_is_counted_and_delivery_goes_on(bus: Bus) -> None:
     seen: asyncio.Queue[str] = asyncio.Queue()
 
-    async def handler(env: Envelope) -> None:
+    async def handler(env: Envelope, offset: str) -> None:
         if env.payload["output"] == "boom":
             raise RuntimeError("handler bug")
         await seen.put(env.payload["output"])
@@ -108,9 +117,62 @@ async def test_registry_round_trip_and_expiry(settings: Callable[..., Settings])
         assert record is not None and record.connected and record.user == {"identifier": "ann"}
         assert record.thread_id == "t1" and record.replica == bus.settings.replica_id
         assert record.accepts("tok") and not record.accepts("tok2")
-        await bus.registry.detach(SESSION, b"")
+        await bus.registry.detach(SESSION, b"", "0-0")
         record = await bus.registry.get(SESSION)
         assert record is not None and not record.connected
         assert await bus.registry.get("not a valid id!") is None
         await asyncio.sleep(0.5)  # a real TTL has to run out: there is no event to await
         assert await bus.registry.get(SESSION) is None
+
+
+async def session_exists(bus: Bus, session_id: str = SESSION) -> None:
+    await bus.registry.create(session_id, user=None, thread_id=None, resume_token="tok")
+
+
+async def test_send_logs_and_publishes_atomically_with_ordered_offsets(bus: Bus) -> None:
+    await session_exists(bus)
+    inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    async def handler(env: Envelope, offset: str) -> None:
+        await inbox.put((env.payload["output"], offset))
+
+    await bus.subscribe(Target.session(SESSION), handler)
+    receipts = [await bus.send(envelope(f"m{i}")) for i in range(5)]
+    assert all(r.status == "delivered" and r.delivered == 1 for r in receipts)
+    offsets = [r.offset for r in receipts]
+    assert offsets == sorted(offsets, key=offset_key) and len(set(offsets)) == 5
+    assert [await inbox.get() for _ in range(5)] == [(f"m{i}", offsets[i]) for i in range(5)]
+    ephemeral = await bus.send(envelope("token"), durable=False)
+    assert ephemeral.offset == "" and await inbox.get() == ("token", "")
+    logged = await bus.read_log(SESSION, "0-0")
+    assert [(o, e.payload["output"]) for o, e in logged] == [(offsets[i], f"m{i}") for i in range(5)]
+    assert [o for o, _ in await bus.read_log(SESSION, offsets[2])] == offsets[3:]
+
+
+async def test_send_to_a_missing_session_raises_and_logs_nothing(bus: Bus) -> None:
+    with pytest.raises(SessionNotFound):
+        await bus.send(envelope("lost"))
+    assert await bus.read_log(SESSION, "0-0") == []
+    assert await bus.lost_after(SESSION, "0-0") == (False, "")
+
+
+async def test_send_without_a_subscriber_is_queued_in_the_log(bus: Bus) -> None:
+    await session_exists(bus)
+    receipt = await bus.send(envelope("later"))
+    assert receipt.status == "queued" and receipt.delivered == 0
+    assert [e.payload["output"] for _, e in await bus.read_log(SESSION, "0-0")] == ["later"]
+
+
+async def test_replay_reads_are_bounded_and_the_log_is_trimmed(settings: Callable[..., Settings]) -> None:
+    async with Bus(settings(session_log_length=10, replay_batch=7)) as bus:
+        await session_exists(bus)
+        offsets = [(await bus.send(envelope(f"m{i}"))).offset for i in range(300)]
+        assert offsets == [f"{n}-0" for n in range(1, 301)]  # contiguous per session
+        first_batch = await bus.read_log(SESSION, "0-0")
+        assert len(first_batch) == 7  # never more than the batch size per read
+        first = first_batch[0][0]
+        assert offset_key(first) > offset_key(offsets[0])  # MAXLEN ~ trimmed the oldest
+        assert await bus.lost_after(SESSION, "0-0") == (True, first)
+        just_before = f"{offset_key(first)[0] - 1}-0"
+        assert await bus.lost_after(SESSION, just_before) == (False, first)
+        assert await bus.lost_after(SESSION, offsets[-1]) == (False, first)

@@ -56,7 +56,7 @@ async def test_resume_on_another_replica_keeps_the_session(
     session_id, token = first.session_id, first.resume_token
     await first.close()
 
-    second = await clients().connect(b, {"sessionId": session_id, "resumeToken": token})
+    second = await clients().connect(b, first.resume_auth())
     await second.sio.emit("connection_successful")
     assert second.session_id == session_id
     assert second.resume_token != token  # the token rotates on every resume

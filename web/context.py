@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bus import Bus
+import msgpack
+
+from bus import Bus, Receipt, get_settings
+from web.data import HISTORY_EVENTS, data_layer
 from web.errors import ContextError, SessionDataUnavailable
 from web.session import WebsocketSession
 from web.user import User
@@ -22,11 +26,14 @@ class Context:
     user: User | None
     thread_id: str | None
 
-    async def emit(self, event: str, payload: dict[str, Any]) -> int:
-        """Send a client event; returns how many sockets got it live (0 in an HTTP context)."""
-        if self.session is None:
-            return 0
-        return await self.session.emit(event, payload)
+    async def emit(self, event: str, payload: dict[str, Any]) -> Receipt | None:
+        """Send a client event; returns the receipt (None in an HTTP context: no socket)."""
+        receipt = await self.session.emit(event, payload) if self.session is not None else None
+        if self.thread_id is not None and event in HISTORY_EVENTS:
+            bus = self.session.bus if self.session is not None else current_bus()[0]
+            if (layer := data_layer(bus)) is not None:
+                await layer.append(self.thread_id, event, payload)
+        return receipt
 
 
 _context: ContextVar[Context | None] = ContextVar("switchboard_context", default=None)
@@ -58,7 +65,12 @@ def get_context() -> Context:
 
 
 def init_http_context(user: User | None = None, thread_id: str | None = None) -> Context:
-    """Enter an HTTP context: sends succeed and reach no socket."""
+    """Enter an HTTP context: sends succeed and reach no socket.
+
+    With data persistence on, they are stored in thread `thread_id` (a new thread if None).
+    """
+    if thread_id is None and get_settings().data_persistence:
+        thread_id = str(uuid.uuid4())
     ctx = Context(session=None, user=user, thread_id=thread_id)
     _context.set(ctx)
     return ctx
@@ -100,6 +112,15 @@ class _UserSession:
         """Set a custom key; the value must be msgpack-serialisable, as it follows the session."""
         if key in self._BUILT_IN:
             raise KeyError(f"user_session key {key!r} is built in and cannot be set")
+        try:
+            msgpack.packb({key: value})
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(
+                f"user_session value for {key!r} must be msgpack-serialisable "
+                f"(None, bool, int, float, str, bytes, list, dict with str keys): {exc}"
+            ) from None
+        if not _str_keys(value):
+            raise TypeError(f"user_session value for {key!r} has a dict with non-string keys")
         ctx = get_context()
         data = self._data(ctx, key)
         data[key] = value
@@ -112,6 +133,14 @@ class _UserSession:
         if local is None:
             raise SessionDataUnavailable(key)
         return local.data
+
+
+def _str_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _str_keys(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_str_keys(v) for v in value)
+    return True
 
 
 user_session = _UserSession()

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
+from bus import SessionNotFound
 
-class SessionNotFound(LookupError):
-    """No live or resumable session has this id (never existed, or expired). Endpoints answer 404."""
-
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"session {session_id!r} not found (it never existed or has expired)")
-        self.session_id = session_id
+__all__ = ["ContextError", "SessionDataUnavailable", "SessionForbidden", "SessionNotFound"]
 
 
 class SessionForbidden(PermissionError):

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from web.errors import SessionForbidden, SessionNotFound
+from web.page import serve_page
 from web.server import ChatServer
 
 
@@ -29,6 +30,7 @@ def mount_app(app: FastAPI, target: str | Path, path: str = "/chat") -> ChatServ
     server = ChatServer()
     # Only the socket prefix is mounted, so a chat app at path="" does not shadow the parent's routes.
     app.mount(f"{path}/ws/socket.io", socketio.ASGIApp(server.sio, socketio_path=None))
+    serve_page(app, path)  # the chat page at {path}/, only where the parent has no route of its own
     app.add_exception_handler(SessionNotFound, _session_not_found)
     app.add_exception_handler(SessionForbidden, _session_forbidden)
     parent_lifespan = app.router.lifespan_context

@@ -1,11 +1,15 @@
-"""The socket server of one replica: issues and resumes sessions, delivers bus envelopes to sockets."""
+"""The socket server of one replica: issues and resumes sessions, delivers bus envelopes to sockets,
+replays what a session missed, and relays questions and answers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
+import time
+import uuid
 from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any
@@ -14,26 +18,36 @@ import msgpack
 import socketio
 
 import web.context as _ctx
-from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_session_id
+from bus import (
+    Bus,
+    BusUnavailable,
+    Envelope,
+    SessionRecord,
+    Settings,
+    Target,
+    offset_key,
+    valid_offset,
+    valid_session_id,
+)
 from web.auth import AuthError, verify_jwt
 from web.callbacks import Hook, hooks
+from web.data import data_layer
 from web.message import Message
+from web.protocol import ASK, CONTROL_PREFIX, TAKEOVER
 from web.session import LocalSession, WebsocketSession
 from web.user import User
 
 log = logging.getLogger("switchboard.web")
 
-#: Envelopes whose event starts with this are for the server, never forwarded to a client.
-CONTROL_PREFIX = "switchboard:"
-_TAKEOVER = CONTROL_PREFIX + "takeover"
 _MAX_INPUT = 64 * 1024
+_THREAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ChatServer:
     """python-socketio server + bus for one process. `async with server:` runs it."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.bus = Bus(settings)
+        self.bus = Bus(settings, on_gap=self._on_gap)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             # Websocket only: a load balancer without sticky sessions cannot route HTTP long-polling.
@@ -52,6 +66,7 @@ class ChatServer:
             "disconnect": self._on_disconnect,
             "connection_successful": self._on_connection_successful,
             "client_message": self._on_client_message,
+            "ack": self._on_ack,
         }.items():
             self.sio.on(event, handler)
 
@@ -82,7 +97,7 @@ class ChatServer:
         # Sessions stay resumable on another replica for their grace period (rolling deploys).
         with contextlib.suppress(BusUnavailable):
             for local in list(self._sessions.values()):
-                await self.bus.registry.detach(local.id, _pack(local.data))
+                await self.bus.registry.detach(local.id, _pack(local.data), local.acked)
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.bus.__aexit__(exc_type, exc, tb)
         if _ctx._server is self:
@@ -102,21 +117,13 @@ class ChatServer:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def emit_local(self, session_id: str, event: str, payload: dict[str, Any]) -> bool:
-        """Emit to the session's socket if this process holds it."""
-        local = self._sessions.get(session_id)
-        if local is None:
-            return False
-        await self.sio.emit(event, payload, to=local.sid)
-        return True
-
     def data_changed(self, session_id: str) -> None:
-        """Save the session's custom keys to the registry soon (coalesced), so they follow it."""
+        """Save the session's custom keys and acked offset soon (coalesced), so they follow it."""
         if session_id not in self._dirty:
             self._dirty.add(session_id)
-            self._spawn(self._save_data(session_id))
+            self._spawn(self._save_state(session_id))
 
-    # -- socket events ---------------------------------------------------------------------------
+    # -- connecting ------------------------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
@@ -128,26 +135,28 @@ class ChatServer:
     async def _connect(self, sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         user = self._login(environ, auth)
         resume_token = secrets.token_urlsafe(32)
+        after = "0-0"
         record = await self._resumable(auth.get("sessionId"), auth.get("resumeToken"))
         if record is not None:
             owner = record.user.get("identifier") if record.user else None
             if owner != (user.identifier if user else None):
                 raise _refused("session_of_another_user", "this session belongs to another user")
             local = await self._resume(sid, record, resume_token)
+            last_offset = auth.get("lastOffset")
+            after = last_offset if valid_offset(last_offset) else record.acked
+            local.pending = []  # live envelopes wait until the replay has caught up
         else:
-            thread_id = auth.get("threadId") if isinstance(auth.get("threadId"), str) else None
-            local = LocalSession(secrets.token_urlsafe(18), sid, user, thread_id)
-            await self.bus.registry.create(
-                local.id,
-                user=user.to_dict() if user else None,
-                thread_id=thread_id,
-                resume_token=resume_token,
-            )
+            local = await self._create(sid, user, auth.get("threadId"), resume_token)
         self._sessions[local.id] = local
         self._by_sid[sid] = local
         await self.bus.subscribe(Target.session(local.id), self._deliver)
         # Emitted from the connect handler, this is queued before any other event for the socket.
         await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
+        if record is not None:
+            self._start_replay(local, after, resumed=True)
+        elif local.thread_id is not None and (layer := data_layer(self.bus)) is not None:
+            events = [{"event": e, "message": m} for e, m in await layer.history(local.thread_id)]
+            await self.sio.emit("thread_history", {"threadId": local.thread_id, "events": events}, to=sid)
 
     def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
         """The user of the handshake's token (`auth.token`, else the `access_token` cookie)."""
@@ -164,6 +173,18 @@ class ChatServer:
         except AuthError as exc:
             raise _refused(f"token_{exc.reason}", exc.message) from None
 
+    async def _create(self, sid: str, user: User | None, thread_id: Any, resume_token: str) -> LocalSession:
+        if not (isinstance(thread_id, str) and _THREAD_ID.fullmatch(thread_id)):
+            thread_id = str(uuid.uuid4()) if self.settings.data_persistence else None
+        local = LocalSession(secrets.token_urlsafe(18), sid, user, thread_id)
+        await self.bus.registry.create(
+            local.id,
+            user=user.to_dict() if user else None,
+            thread_id=thread_id,
+            resume_token=resume_token,
+        )
+        return local
+
     async def _resumable(self, session_id: Any, token: Any) -> SessionRecord | None:
         if not (valid_session_id(session_id) and isinstance(token, str) and token):
             return None
@@ -177,22 +198,22 @@ class ChatServer:
             ending.cancel()
         previous = self._sessions.get(record.id)
         if previous is not None:
-            data = previous.data
+            data, acked = previous.data, previous.acked
             await self._replace(previous)
         else:
-            data = _unpack(record.data)
+            data, acked = _unpack(record.data), record.acked
             if record.connected and record.replica != self.settings.replica_id:
                 # Published before we subscribe, so only the previous holder acts on it.
                 takeover = Envelope(
                     Target.session(record.id),
-                    _TAKEOVER,
+                    TAKEOVER,
                     {"replica": self.settings.replica_id},
                     self.settings.replica_id,
                 )
                 await self.bus.publish(takeover)
         await self.bus.registry.attach(record.id, resume_token)
         user = User.from_dict(record.user) if record.user else None
-        return LocalSession(record.id, sid, user, record.thread_id, data, started=True)
+        return LocalSession(record.id, sid, user, record.thread_id, data, started=True, acked=acked)
 
     async def _replace(self, local: LocalSession) -> None:
         """Close a socket whose session was resumed by a newer connection, telling it why."""
@@ -210,8 +231,10 @@ class ChatServer:
         await self.bus.unsubscribe(Target.session(local.id))
         if local.replaced:
             return  # resumed on another replica, which now owns the registry entry
-        await self.bus.registry.detach(local.id, _pack(local.data))
+        await self.bus.registry.detach(local.id, _pack(local.data), local.acked)
         self._endings[local.id] = self._spawn(self._end_after_grace(local))
+
+    # -- client events ---------------------------------------------------------------------------
 
     async def _on_connection_successful(self, sid: str, data: Any = None) -> None:
         local = self._by_sid.get(sid)
@@ -240,7 +263,16 @@ class ChatServer:
         if hooks.message is not None:
             await self._run(local, hooks.message, incoming)
 
-    # -- helpers ---------------------------------------------------------------------------------
+    async def _on_ack(self, sid: str, data: Any = None) -> None:
+        """The client processed everything up to `offset`: the default resume point from now on."""
+        local = self._by_sid.get(sid)
+        offset = data.get("offset") if isinstance(data, dict) else None
+        if local is None or not valid_offset(offset) or offset_key(offset) <= offset_key(local.acked):
+            return
+        if offset_key(offset) > offset_key(local.last_offset):
+            return  # cannot acknowledge what was never sent
+        local.acked = offset
+        self.data_changed(local.id)
 
     async def _run(self, local: LocalSession, hook: Hook, *args: Any) -> None:
         """Run a chat-module hook in the session's websocket context, between task_start/task_end."""
@@ -255,18 +287,133 @@ class ChatServer:
         finally:
             await ctx.emit("task_end", {})
 
-    async def _deliver(self, envelope: Envelope) -> None:
+    # -- delivery --------------------------------------------------------------------------------
+
+    async def _deliver(self, envelope: Envelope, offset: str) -> None:
         """Bus handler for session channels: forward client events, act on control events."""
         local = self._sessions.get(envelope.target.id)
         if local is None:
             return
-        if envelope.event == _TAKEOVER:
+        if envelope.event == TAKEOVER:
             if envelope.origin != self.settings.replica_id:
                 await self._replace(local)
             return
         if envelope.event.startswith(CONTROL_PREFIX):
             return
-        await self.sio.emit(envelope.event, envelope.payload, to=local.sid)
+        if local.pending is not None:
+            local.pending.append((envelope, offset))
+            return
+        await self._emit(local, envelope, offset)
+
+    async def _emit(self, local: LocalSession, envelope: Envelope, offset: str) -> bool:
+        """Emit to the socket unless it is a duplicate; returns whether a durable event went out."""
+        if envelope.event == ASK:
+            await self._ask(local, envelope.payload)
+            return False
+        if not offset:
+            await self.sio.emit(envelope.event, envelope.payload, to=local.sid)
+            return False
+        if offset_key(offset) <= offset_key(local.last_offset):
+            return False  # already delivered: the seam between replay and live delivery
+        local.last_offset = offset
+        await self.sio.emit(envelope.event, {**envelope.payload, "offset": offset}, to=local.sid)
+        return True
+
+    def _start_replay(self, local: LocalSession, after: str, *, resumed: bool) -> None:
+        if local.pending is None:
+            local.pending = []
+        local.replaying = True
+        self._spawn(self._replay(local, after, resumed=resumed))
+
+    async def _replay(self, local: LocalSession, after: str, *, resumed: bool) -> None:
+        """Emit the log after `after` in bounded batches, then the live envelopes held meanwhile.
+
+        On a resume the client is told if part of what it asked for was trimmed away
+        (`replay_truncated`) and how many messages it got (`replayed`); open questions are re-asked.
+        """
+        replayed = 0
+        try:
+            if resumed:
+                local.last_offset = after
+                lost, first = await self.bus.lost_after(local.id, after)
+                if lost:
+                    truncated = {"requestedOffset": after, "firstOffset": first}
+                    await self.sio.emit("replay_truncated", truncated, to=local.sid)
+            cursor = local.last_offset
+            while True:
+                batch = await self.bus.read_log(local.id, cursor)
+                for offset, envelope in batch:
+                    replayed += await self._emit(local, envelope, offset)
+                    cursor = offset
+                if len(batch) < self.settings.replay_batch:
+                    if not local.replay_again:
+                        break
+                    local.replay_again = False
+            while local.pending:
+                envelope, offset = local.pending.pop(0)
+                await self._emit(local, envelope, offset)
+        except BusUnavailable as exc:
+            # Stay in replay mode; the gap callback starts another replay once Redis is back.
+            log.warning("replay for session %s interrupted: %s", local.id, exc)
+            local.replaying = False
+            return
+        local.pending = None
+        local.replaying = False
+        if resumed:
+            await self.sio.emit("replayed", {"count": replayed}, to=local.sid)
+            await self._reask(local)
+
+    async def _on_gap(self, open_: bool) -> None:
+        """The bus lost its subscription (open) or got it back (closed): catch up from the logs."""
+        for local in self._sessions.values():
+            if open_:
+                if local.pending is None:
+                    local.pending = []
+                else:
+                    local.replay_again = True
+            elif local.pending is not None and not local.replaying:
+                self._start_replay(local, local.last_offset, resumed=False)
+
+    # -- questions -------------------------------------------------------------------------------
+
+    async def _ask(self, local: LocalSession, ask: dict[str, Any]) -> None:
+        """Show a question on the socket; its answer goes back to the asker over the bus."""
+        correlation, deadline = ask.get("correlationId"), ask.get("deadline")
+        if not isinstance(correlation, str) or not isinstance(deadline, float | int):
+            return
+        remaining = deadline - time.time()
+        if correlation in local.asked or remaining <= 0:
+            return
+        local.asked.add(correlation)
+        spec = {**ask.get("spec", {}), "timeout": round(remaining, 1)}
+
+        def answered(*args: Any) -> None:
+            self._spawn(self._answer(correlation, args[0] if args else None))
+
+        await self.sio.emit(ASK, {"msg": ask.get("msg"), "spec": spec}, to=local.sid, callback=answered)
+
+    async def _answer(self, correlation: str, answer: Any) -> None:
+        if not (isinstance(answer, dict) and isinstance(answer.get("output"), str)):
+            answer = None
+        elif len(answer["output"]) > _MAX_INPUT:
+            answer = None
+        reply = Envelope(
+            Target("reply", correlation),
+            "answer",
+            {"answer": {"output": answer["output"]} if answer else None},
+            self.settings.replica_id,
+        )
+        await self.bus.publish(reply)  # nobody listening: the question timed out, a late answer
+
+    async def _reask(self, local: LocalSession) -> None:
+        """Re-show the session's open questions on its new socket."""
+        pending = await self.bus.backend.hash_get(self.bus.registry.asks_key(local.id)) or {}
+        for packed in pending.values():
+            ask = _unpack(packed)
+            if ask:
+                await self._ask(local, ask)
+
+    # -- lifecycle -------------------------------------------------------------------------------
 
     async def _end_after_grace(self, local: LocalSession) -> None:
         await asyncio.sleep(self.settings.session_grace_seconds)
@@ -283,11 +430,11 @@ class ChatServer:
                 log.exception("on_chat_end failed for session %s", local.id)
         await self.bus.registry.delete(local.id)
 
-    async def _save_data(self, session_id: str) -> None:
-        await asyncio.sleep(0)  # coalesce the sets made in the same step
+    async def _save_state(self, session_id: str) -> None:
+        await asyncio.sleep(0)  # coalesce the changes made in the same step
         self._dirty.discard(session_id)
         if (local := self._sessions.get(session_id)) is not None:
-            await self.bus.registry.save_data(session_id, _pack(local.data))
+            await self.bus.registry.save_state(session_id, _pack(local.data), local.acked)
 
     async def _beat(self) -> None:
         while True:
@@ -319,6 +466,6 @@ def _unpack(data: bytes) -> dict[str, Any]:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception:
-        log.warning("ignored unreadable saved user_session data")
+        log.warning("ignored unreadable saved session state")
         return {}
     return value if isinstance(value, dict) else {}

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bus import Bus, Envelope, Target
+from bus import Bus, Envelope, Receipt, Target
 from web.errors import SessionForbidden, SessionNotFound
+from web.protocol import CONTROL_PREFIX, UNLOGGED_EVENTS
 from web.user import User
 
 if TYPE_CHECKING:
     from web.server import ChatServer
-
-log = logging.getLogger("switchboard.web")
 
 
 @dataclass(slots=True)
@@ -28,11 +26,23 @@ class LocalSession:
     started: bool = False
     #: Set when a newer connection resumed the session: this socket closes without ending it.
     replaced: bool = False
+    #: Highest log offset emitted to this socket; durable envelopes at or below it are duplicates.
+    last_offset: str = "0-0"
+    #: Highest offset the client acknowledged: where a resume without `lastOffset` starts.
+    acked: str = "0-0"
+    #: While the log is being replayed (or a gap is open), live envelopes wait here, in order.
+    pending: list[tuple[Envelope, str]] | None = None
+    #: A replay task is running for this session.
+    replaying: bool = False
+    #: A gap opened during a replay: read the log once more before going live.
+    replay_again: bool = False
+    #: Correlation ids of the questions shown on this socket.
+    asked: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
 class WebsocketSession:
-    """A session by address. `emit` goes straight to the socket here, or over the bus."""
+    """A session by address: `emit` reaches its socket on whichever replica holds it."""
 
     id: str
     user: User | None
@@ -74,16 +84,13 @@ class WebsocketSession:
     def local(self) -> LocalSession | None:
         return self.server.local(self.id) if self.server is not None else None
 
-    async def emit(self, event: str, payload: dict[str, Any]) -> int:
-        """Send a client event; returns how many sockets got it live. SessionNotFound if expired."""
-        if self.server is not None and await self.server.emit_local(self.id, event, payload):
-            return 1
-        received = await self.bus.publish(
-            Envelope(Target.session(self.id), event, payload, self.bus.settings.replica_id)
-        )
-        if received:
-            return received
-        if await self.bus.registry.get(self.id) is None:
-            raise SessionNotFound(self.id)
-        log.info("session %s is disconnected; %s not delivered", self.id, event)
-        return 0
+    async def emit(self, event: str, payload: dict[str, Any]) -> Receipt:
+        """Send a client event through the session's log and channel; SessionNotFound if expired.
+
+        Every event takes the same path, even on the replica holding the socket, so events keep
+        their order and a reload or a replica crash cannot lose a durable one.
+        """
+        if event.startswith(CONTROL_PREFIX):
+            raise ValueError(f"event names starting with {CONTROL_PREFIX!r} are reserved")
+        envelope = Envelope(Target.session(self.id), event, payload, self.bus.settings.replica_id)
+        return await self.bus.send(envelope, durable=event not in UNLOGGED_EVENTS)
