@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -35,7 +36,9 @@ def free_port() -> int:
 class Process:
     """A subprocess whose combined output is collected; `wait_for_line` blocks on an output line."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, name: str = "") -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, name: str = "", stdin: bool = False
+    ) -> None:
         self.name = name or Path(args[0]).name
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -45,7 +48,7 @@ class Process:
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
@@ -73,6 +76,18 @@ class Process:
                         + "\n".join(self.lines[-40:])
                     )
                 self._changed.wait(remaining)
+
+    def tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def last_json(self) -> Any:
+        return json.loads(next(line for line in reversed(self.lines) if line.startswith("{")))
+
+    async def finished(self, timeout: float = 60) -> None:
+        code = await asyncio.to_thread(self.proc.wait, timeout)
+        assert code == 0, f"{self.name} exited with {code}:\n{self.output()}"
 
     def output(self) -> str:
         with self._changed:
@@ -160,6 +175,7 @@ class ChatClient:
     #: Highest log offset received: what a reconnect presents as `lastOffset`.
     last_offset: str = "0-0"
     _consumed: set[int] = field(default_factory=set)
+    _answers: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def __post_init__(self) -> None:
@@ -174,6 +190,12 @@ class ChatClient:
         @self.sio.event
         async def connect_error(data: Any = None) -> None:
             await self._record("connect_error", data)
+
+        @self.sio.on("ask")
+        async def ask(data: Any) -> Any:
+            # The acknowledgement is the answer: it goes out when the test calls answer().
+            await self._record("ask", data)
+            return {"output": await self._answers.get()}
 
     async def _record(self, event: str, data: Any) -> None:
         async with self._changed:
@@ -240,6 +262,16 @@ class ChatClient:
             "lastOffset": self.last_offset,
             **extra,
         }
+
+    def answer(self, text: str) -> None:
+        """Answer the question the client is holding (or the next one it gets)."""
+        self._answers.put_nowait(text)
+
+    async def ack(self) -> None:
+        assert await self.sio.call("ack", {"offset": self.last_offset}, timeout=10) is True
+
+    def outputs(self) -> list[str]:
+        return [m["output"] for m in self.received("new_message")]
 
     def received(self, event: str) -> list[Any]:
         return [data for name, data in self.events if name == event]

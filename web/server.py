@@ -233,6 +233,7 @@ class ChatServer:
             return  # resumed on another replica, which now owns the registry entry
         await self.bus.registry.detach(local.id, _pack(local.data), local.acked)
         self._endings[local.id] = self._spawn(self._end_after_grace(local))
+        log.info("session %s detached; resumable for %gs", local.id, self.settings.session_grace_seconds)
 
     # -- client events ---------------------------------------------------------------------------
 
@@ -263,16 +264,21 @@ class ChatServer:
         if hooks.message is not None:
             await self._run(local, hooks.message, incoming)
 
-    async def _on_ack(self, sid: str, data: Any = None) -> None:
-        """The client processed everything up to `offset`: the default resume point from now on."""
+    async def _on_ack(self, sid: str, data: Any = None) -> bool:
+        """The client processed everything up to `offset`: the default resume point from now on.
+
+        Returns whether it was recorded (the client may ask for an acknowledgement).
+        """
         local = self._by_sid.get(sid)
         offset = data.get("offset") if isinstance(data, dict) else None
-        if local is None or not valid_offset(offset) or offset_key(offset) <= offset_key(local.acked):
-            return
+        if local is None or not valid_offset(offset):
+            return False
         if offset_key(offset) > offset_key(local.last_offset):
-            return  # cannot acknowledge what was never sent
-        local.acked = offset
-        self.data_changed(local.id)
+            return False  # cannot acknowledge what was never sent
+        if offset_key(offset) > offset_key(local.acked):
+            local.acked = offset
+            self.data_changed(local.id)
+        return True
 
     async def _run(self, local: LocalSession, hook: Hook, *args: Any) -> None:
         """Run a chat-module hook in the session's websocket context, between task_start/task_end."""
@@ -393,17 +399,15 @@ class ChatServer:
         await self.sio.emit(ASK, {"msg": ask.get("msg"), "spec": spec}, to=local.sid, callback=answered)
 
     async def _answer(self, correlation: str, answer: Any) -> None:
-        if not (isinstance(answer, dict) and isinstance(answer.get("output"), str)):
-            answer = None
-        elif len(answer["output"]) > _MAX_INPUT:
-            answer = None
+        """Relay a valid answer to the asker; anything else is ignored (the question stays open)."""
+        output = answer.get("output") if isinstance(answer, dict) else None
+        if not isinstance(output, str) or len(output) > _MAX_INPUT:
+            log.info("ignored an invalid answer to question %s", correlation)
+            return
         reply = Envelope(
-            Target("reply", correlation),
-            "answer",
-            {"answer": {"output": answer["output"]} if answer else None},
-            self.settings.replica_id,
+            Target("reply", correlation), "answer", {"answer": {"output": output}}, self.settings.replica_id
         )
-        await self.bus.publish(reply)  # nobody listening: the question timed out, a late answer
+        await self.bus.publish(reply)  # nobody listening: the question timed out (a late answer)
 
     async def _reask(self, local: LocalSession) -> None:
         """Re-show the session's open questions on its new socket."""

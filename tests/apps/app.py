@@ -1,5 +1,6 @@
 """The seed examples as one FastAPI app; CHAT_PATH chooses where the chat is mounted."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from web import (
 )
 
 app = FastAPI()
+# The tests wait for the runtime's log lines (e.g. "session ... detached") as events.
+logging.basicConfig(level=logging.WARNING)
+logging.getLogger("switchboard").setLevel(logging.INFO)
 
 
 @app.get("/")
@@ -58,6 +62,14 @@ async def http_hello() -> dict[str, bool]:
     """Seed example 2: the HTTP context; the send succeeds and reaches no socket."""
     init_http_context()
     await Message(content="Hello from HTTP").send()
+    return {"sent": True}
+
+
+@app.get("/http-thread/{thread_id}/{text}")
+async def http_thread(thread_id: str, text: str) -> dict[str, bool]:
+    """Seed example 2 with data persistence: the send is stored in the given thread."""
+    init_http_context(thread_id=thread_id)
+    await Message(content=text).send()
     return {"sent": True}
 
 

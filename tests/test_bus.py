@@ -1,7 +1,8 @@
-"""The bus on a real redis-server: routing, bad input, and recovery after a lost subscription."""
+"""The bus on a real redis-server (and the embedded memory bus, where both must behave alike):
+routing, bad input, logs and offsets, recovery after a lost subscription."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as redis
@@ -9,6 +10,13 @@ import redis.asyncio as redis
 from bus import Bus, BusUnavailable, Envelope, EnvelopeError, SessionNotFound, Settings, Target, offset_key
 
 SESSION = "S" * 24
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def any_bus(request: pytest.FixtureRequest, settings: Callable[..., Settings]) -> AsyncIterator[Bus]:
+    overrides = {"redis_url": None} if request.param == "memory" else {}
+    async with Bus(settings(session_log_length=10, replay_batch=7, **overrides)) as bus:
+        yield bus
 
 
 def envelope(text: str, session: str = SESSION) -> Envelope:
@@ -129,7 +137,8 @@ async def session_exists(bus: Bus, session_id: str = SESSION) -> None:
     await bus.registry.create(session_id, user=None, thread_id=None, resume_token="tok")
 
 
-async def test_send_logs_and_publishes_atomically_with_ordered_offsets(bus: Bus) -> None:
+async def test_send_logs_and_publishes_atomically_with_ordered_offsets(any_bus: Bus) -> None:
+    bus = any_bus
     await session_exists(bus)
     inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
@@ -149,30 +158,32 @@ async def test_send_logs_and_publishes_atomically_with_ordered_offsets(bus: Bus)
     assert [o for o, _ in await bus.read_log(SESSION, offsets[2])] == offsets[3:]
 
 
-async def test_send_to_a_missing_session_raises_and_logs_nothing(bus: Bus) -> None:
+async def test_send_to_a_missing_session_raises_and_logs_nothing(any_bus: Bus) -> None:
+    bus = any_bus
     with pytest.raises(SessionNotFound):
         await bus.send(envelope("lost"))
     assert await bus.read_log(SESSION, "0-0") == []
     assert await bus.lost_after(SESSION, "0-0") == (False, "")
 
 
-async def test_send_without_a_subscriber_is_queued_in_the_log(bus: Bus) -> None:
+async def test_send_without_a_subscriber_is_queued_in_the_log(any_bus: Bus) -> None:
+    bus = any_bus
     await session_exists(bus)
     receipt = await bus.send(envelope("later"))
     assert receipt.status == "queued" and receipt.delivered == 0
     assert [e.payload["output"] for _, e in await bus.read_log(SESSION, "0-0")] == ["later"]
 
 
-async def test_replay_reads_are_bounded_and_the_log_is_trimmed(settings: Callable[..., Settings]) -> None:
-    async with Bus(settings(session_log_length=10, replay_batch=7)) as bus:
-        await session_exists(bus)
-        offsets = [(await bus.send(envelope(f"m{i}"))).offset for i in range(300)]
-        assert offsets == [f"{n}-0" for n in range(1, 301)]  # contiguous per session
-        first_batch = await bus.read_log(SESSION, "0-0")
-        assert len(first_batch) == 7  # never more than the batch size per read
-        first = first_batch[0][0]
-        assert offset_key(first) > offset_key(offsets[0])  # MAXLEN ~ trimmed the oldest
-        assert await bus.lost_after(SESSION, "0-0") == (True, first)
-        just_before = f"{offset_key(first)[0] - 1}-0"
-        assert await bus.lost_after(SESSION, just_before) == (False, first)
-        assert await bus.lost_after(SESSION, offsets[-1]) == (False, first)
+async def test_replay_reads_are_bounded_and_the_log_is_trimmed(any_bus: Bus) -> None:
+    bus = any_bus
+    await session_exists(bus)
+    offsets = [(await bus.send(envelope(f"m{i}"))).offset for i in range(300)]
+    assert offsets == [f"{n}-0" for n in range(1, 301)]  # contiguous per session
+    first_batch = await bus.read_log(SESSION, "0-0")
+    assert len(first_batch) == 7  # never more than the batch size per read
+    first = first_batch[0][0]
+    assert offset_key(first) > offset_key(offsets[0])  # MAXLEN ~ trimmed the oldest
+    assert await bus.lost_after(SESSION, "0-0") == (True, first)
+    just_before = f"{offset_key(first)[0] - 1}-0"
+    assert await bus.lost_after(SESSION, just_before) == (False, first)
+    assert await bus.lost_after(SESSION, offsets[-1]) == (False, first)

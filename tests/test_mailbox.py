@@ -1,0 +1,196 @@
+"""Nothing lost: replay after reconnect, replica crash and subscription loss; asks across processes."""
+
+import asyncio
+import sys
+from collections.abc import Callable
+
+import redis.asyncio as redis
+
+from tests.harness import ChatClient, Process, Replica
+
+N = 1000
+
+
+def numbered(client: ChatClient) -> list[int]:
+    return [int(o[2:]) for o in client.outputs() if o.startswith("n=")]
+
+
+def sender(env: dict[str, str], *args: object) -> Process:
+    argv = [sys.executable, "-m", "tests.apps.sender", *map(str, args)]
+    return Process(argv, env=env, name="sender", stdin=True)
+
+
+async def test_replica_killed_midway_client_resumes_elsewhere_with_all_1000_in_order(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    a, b = replicas(), replicas()
+    client = await clients().connect(a)
+    worker = sender(replica_env, client.session_id, N, N // 2)
+    await asyncio.to_thread(worker.wait_for_line, "paused")
+    await client.next("new_message", lambda m: m["output"] == "n=300")
+    a.process.kill()  # SIGKILL: no goodbye, no registry update
+    await client.next("disconnect")
+    worker.tell("go")  # the second half is sent while the session has no socket anywhere
+    await client.sio.disconnect()
+    await client.connect(b, client.resume_auth())
+    await worker.finished()
+    await client.next("new_message", lambda m: m["output"] == f"n={N - 1}")
+    assert numbered(client) == list(range(N))
+    assert "queued" in worker.last_json()["statuses"]
+
+
+async def test_client_away_for_5_seconds_gets_everything_and_receipts_say_queued(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    a = replicas()
+    client = await clients().connect(a)
+    worker = sender(replica_env, client.session_id, N, N // 2)
+    await asyncio.to_thread(worker.wait_for_line, "paused")
+    await client.next("new_message", lambda m: m["output"] == f"n={N // 2 - 1}")
+    await client.sio.disconnect()
+    await asyncio.to_thread(a.process.wait_for_line, f"session {client.session_id} detached")
+    worker.tell("go")
+    await worker.finished()
+    await asyncio.sleep(5)  # the scenario: the client stays away 5 s (a duration, not a wait for an event)
+    statuses = worker.last_json()["statuses"]
+    assert statuses[: N // 2] == ["delivered"] * (N // 2)
+    assert statuses[N // 2 :] == ["queued"] * (N // 2)
+    await client.connect(a, client.resume_auth())
+    replayed = await client.next("replayed")
+    assert replayed == {"count": N // 2}
+    assert numbered(client) == list(range(N))
+
+
+async def test_killing_the_pubsub_connection_mid_stream_loses_nothing(
+    replicas: Callable[..., Replica],
+    clients: Callable[[], ChatClient],
+    replica_env: dict[str, str],
+    redis_url: str,
+) -> None:
+    a = replicas()
+    client = await clients().connect(a)
+    worker = sender(replica_env, client.session_id, N, 200)
+    await asyncio.to_thread(worker.wait_for_line, "paused")
+    admin = redis.Redis.from_url(redis_url)
+    before = (await a.aget("/stats")).json()["reconnects"]
+    worker.tell("go")
+    assert await admin.client_kill_filter(_type="pubsub") >= 1
+    await admin.aclose()
+    await worker.finished()
+    await client.next("new_message", lambda m: m["output"] == f"n={N - 1}")
+    assert numbered(client) == list(range(N))
+    assert (await a.aget("/stats")).json()["reconnects"] > before
+
+
+async def test_offset_older_than_the_log_is_reported_before_what_is_left(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    env = {"SWITCHBOARD_SESSION_LOG_LENGTH": "50"}
+    a = replicas(env=env)
+    client = await clients().connect(a)
+    first = sender({**replica_env, **env}, client.session_id, 1)
+    await first.finished()
+    await client.next("new_message", lambda m: m["output"] == "n=0")
+    await client.sio.disconnect()
+    rest = sender({**replica_env, **env}, client.session_id, 400)
+    await rest.finished()
+    await client.connect(a, client.resume_auth())
+    truncated = await client.next("replay_truncated")
+    assert truncated["requestedOffset"] == "1-0"
+    first_kept = int(truncated["firstOffset"].split("-")[0])
+    assert 2 < first_kept and 401 - first_kept + 1 >= 50  # trimmed to about 50 (MAXLEN ~)
+    await client.next("replayed")
+    names = [name for name, _ in client.events]
+    assert names.index("replay_truncated") < max(i for i, n in enumerate(names) if n == "new_message")
+    # What is left arrives in order: the tail of the 400 (offsets 2-0 .. 401-0 carry n=0 .. 399).
+    assert numbered(client)[1:] == list(range(first_kept - 2, 400))
+
+
+async def test_acknowledged_offset_is_where_a_resume_without_last_offset_starts(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    a = replicas()
+    client = await clients().connect(a)
+    await sender(replica_env, client.session_id, 10).finished()
+    await client.next("new_message", lambda m: m["output"] == "n=9")
+    await client.ack()
+    await client.sio.disconnect()
+    await sender(replica_env, client.session_id, 3).finished()
+    again = await clients().connect(a, {"sessionId": client.session_id, "resumeToken": client.resume_token})
+    assert (await again.next("replayed"))["count"] == 3
+    assert again.outputs() == ["n=0", "n=1", "n=2"]
+
+
+async def test_oversized_message_is_refused_and_others_keep_flowing(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    a = replicas()
+    client = await clients().connect(a)
+    worker = sender(replica_env, client.session_id, "oversized")
+    await worker.finished()
+    assert "refused: envelope of" in worker.output() and "SWITCHBOARD_MAX_ENVELOPE_BYTES" in worker.output()
+    await client.next("new_message", lambda m: m["output"] == "after")
+    assert client.outputs() == ["before", "after"]
+
+
+async def test_worker_asks_and_the_user_answers_on_another_replica(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    a = replicas()
+    client = await clients().connect(a)
+    worker = sender(replica_env, client.session_id, "ask", 30)
+    question = await client.next("ask")
+    assert question["msg"]["output"] == "What is your name?" and question["spec"]["type"] == "text"
+    assert 0 < question["spec"]["timeout"] <= 30
+    client.answer("Ann")
+    await worker.finished()
+    assert worker.last_json() == {"answer": {"output": "Ann"}}
+    await client.next("clear_ask")
+
+
+async def test_unanswered_question_times_out_and_a_late_answer_is_ignored(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    a = replicas()
+    client = await clients().connect(a)
+    worker = sender(replica_env, client.session_id, "ask", 1)
+    await client.next("ask")
+    await client.next("ask_timeout")
+    await worker.finished()
+    assert worker.last_json() == {"answer": None}
+    client.answer("too late")  # acknowledged now: the replica relays it to nobody
+    await sender(replica_env, client.session_id, 1).finished()
+    await client.next("new_message", lambda m: m["output"] == "n=0")
+    assert not client.received("clear_ask")
+
+
+async def test_question_follows_the_socket_to_another_replica(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    a, b = replicas(), replicas()
+    first = await clients().connect(a)
+    worker = sender(replica_env, first.session_id, "ask", 30)
+    asked = await first.next("ask")
+    await first.sio.disconnect()
+    second = await clients().connect(b, first.resume_auth())
+    again = await second.next("ask")
+    assert again["spec"]["step_id"] == asked["spec"]["step_id"]
+    second.answer("Bea")
+    await worker.finished()
+    assert worker.last_json() == {"answer": {"output": "Bea"}}
+
+
+async def test_http_context_send_lands_in_the_thread_history(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = replicas(env={"SWITCHBOARD_DATA_PERSISTENCE": "true"})
+    assert (await a.aget("/http-thread/thread-42/first")).status_code == 200
+    assert (await a.aget("/http-thread/thread-42/second")).status_code == 200
+    client = await clients().connect(a, {"threadId": "thread-42"})
+    history = await client.next("thread_history")
+    assert history["threadId"] == "thread-42"
+    assert [(e["event"], e["message"]["output"]) for e in history["events"]] == [
+        ("new_message", "first"),
+        ("new_message", "second"),
+    ]
+    assert all(e["message"]["threadId"] == "thread-42" for e in history["events"])
