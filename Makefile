@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint redis-server
+.PHONY: demo test lint redis-server chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The chat page's browser client: socket.io-client, pinned in package-lock.json, never committed.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm)
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+demo: $(STAMP) $(NODE_STAMP)
 	$(BIN)/switchboard demo
 
 lint: $(STAMP)
@@ -24,5 +31,9 @@ lint: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
-test: lint redis-server
+# The browser tests drive Debian's chromium with Playwright (a dev dependency); no browser download.
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: lint redis-server chromium $(NODE_STAMP)
 	$(BIN)/pytest

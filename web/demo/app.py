@@ -3,10 +3,17 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from web import Message, init_ws_context, mount_app
 
 app = FastAPI(title="Switchboard demo")
+
+
+@app.get("/", include_in_schema=False)
+async def index() -> RedirectResponse:
+    """The chat page is at /chat/."""
+    return RedirectResponse("chat/")
 
 
 @app.get("/hello/{session_id}")

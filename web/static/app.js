@@ -3,7 +3,7 @@
  *
  * Per tab (sessionStorage): the session id, the latest resume token (it rotates on every resume), the
  * highest processed offset, the messages this tab sent (the server does not echo them) and answers given.
- * A reload resumes the session with lastOffset "0": the server replays its retained log and the page
+ * A reload resumes the session with lastOffset "0-0": the server replays its retained log and the page
  * rebuilds the conversation from it, deduplicated by offset.
  */
 (() => {
@@ -72,15 +72,16 @@
     sessionId: typeof saved.sessionId === "string" ? saved.sessionId : null,
     resumeToken: typeof saved.resumeToken === "string" ? saved.resumeToken : null,
     // Highest durable offset this page has processed. A freshly loaded page has processed nothing, so
-    // it asks for the whole retained log ("0"); in-page reconnects ask only for what they missed.
-    lastOffset: "0",
-    ackedOffset: "0",
+    // it asks for the whole retained log ("0-0"); in-page reconnects ask only for what they missed.
+    lastOffset: "0-0",
+    ackedOffset: "0-0",
     local: Array.isArray(saved.local) ? saved.local : [], // {id, output, createdAt, after, n}
     answers: saved.answers && typeof saved.answers === "object" ? saved.answers : {}, // step_id -> text
     n: Number.isInteger(saved.n) ? saved.n : 0, // orders messages that carry no offset
     restoring: Boolean(saved.sessionId), // this load resumes a session: a replay restores its history
     replaced: false,
     tasks: 0,
+    replayIds: null, // ids of the messages a replay brought, between `session` and `replayed`
   };
 
   function save() {
@@ -317,6 +318,7 @@
     }
     if (compareKeys(off, parseOffset(state.lastOffset)) <= 0) return false; // seen before the replay seam
     handle([off[0], off[1], 0, 0]);
+    if (state.replayIds && payload && typeof payload.id === "string") state.replayIds.add(payload.id);
     state.lastOffset = payload.offset;
     save();
     unacked += 1;
@@ -508,12 +510,13 @@
         closeAllAsks(null);
         state.local = [];
         state.answers = {};
-        state.lastOffset = "0";
-        state.ackedOffset = "0";
+        state.lastOffset = "0-0";
+        state.ackedOffset = "0-0";
         state.restoring = false;
         ui.empty.hidden = false;
         notice("new-session", "Your previous conversation had ended, so a new one started.");
       }
+      state.replayIds = previous === data.sessionId ? new Set() : null; // a resume replays; see `replayed`
       save();
       showSessionId();
       setStatus("connected", "Connected");
@@ -580,9 +583,11 @@
       notice("truncated", "Some older messages are no longer available.");
     });
     socket.on("replayed", (data) => {
-      const count = Number(data && data.count) || 0;
+      // Messages the user can see, not events: a streamed message is replayed as two or more events.
+      const count = state.replayIds ? state.replayIds.size : Number(data && data.count) || 0;
       const restoring = state.restoring;
       state.restoring = false;
+      state.replayIds = null;
       if (count > 0) {
         const noun = count === 1 ? "message" : "messages";
         const text = restoring ? `restored ${count} ${noun}` : `replayed ${count} missed ${noun}`;
