@@ -101,10 +101,14 @@ class Bus:
         return received
 
     async def send(self, envelope: Envelope, *, durable: bool = True) -> Receipt:
-        """Send to a session: appended to its log (if `durable`) and published in one atomic step.
+        """Send to the envelope's target; returns a receipt. Encoded once, one round trip.
 
-        Encoded once, one round trip. Raises SessionNotFound if the session does not exist.
+        To a session: appended to its log (if `durable`) and published in one atomic step;
+        SessionNotFound if it does not exist. To a user or everyone: published live only (the
+        replicas holding matching sockets deliver it; `delivered` counts those replicas).
         """
+        if envelope.target.kind != "session":
+            return Receipt(envelope.id, envelope.target, "", await self.publish(envelope))
         session_id = envelope.target.id
         result = await self.backend.send(
             self.registry.key(session_id),

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from web.context import get_context
+from web.context import _context, get_context
 
 
 class Message:
@@ -33,10 +33,12 @@ class Message:
         self.created_at = datetime.now(UTC).isoformat()
         self.streaming = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, thread_id: str | None = None) -> dict[str, Any]:
+        """The client's message dict; `threadId` comes from the current context unless given."""
+        ctx = _context.get()
         return {
             "id": self.id,
-            "threadId": get_context().thread_id,
+            "threadId": thread_id or (ctx.thread_id if ctx is not None else None),
             "parentId": self.parent_id,
             "createdAt": self.created_at,
             "output": self.content,
@@ -72,3 +74,19 @@ class Message:
             return
         payload = {"id": self.id, "token": token, "isSequence": is_sequence, "isInput": False}
         await get_context().emit("stream_token", payload)
+
+
+def client_event(
+    content: str,
+    author: str = "Assistant",
+    *,
+    event: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The client event for a message sent from outside a chat context (worker, webhook).
+
+    Without `event`, a `new_message`; with it, that custom event with {content, author, metadata}.
+    """
+    if event is None:
+        return "new_message", Message(content, author, metadata=metadata).to_dict()
+    return event, {"content": content, "author": author, "metadata": metadata or {}}

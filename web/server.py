@@ -60,6 +60,8 @@ class ChatServer:
         self._background: set[asyncio.Task[Any]] = set()
         self._endings: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
+        #: Local session ids per user: a user's channel is subscribed while this is non-empty.
+        self._by_user: dict[str, set[str]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         for event, handler in {
             "connect": self._on_connect,
@@ -76,6 +78,7 @@ class ChatServer:
 
     async def __aenter__(self) -> ChatServer:
         await self.bus.__aenter__()
+        await self.bus.subscribe(Target("broadcast"), self._deliver_to_many)
         self._heartbeat = asyncio.create_task(self._beat(), name="switchboard-heartbeat")
         self.running = True
         self._loop = asyncio.get_running_loop()
@@ -147,9 +150,7 @@ class ChatServer:
             local.pending = []  # live envelopes wait until the replay has caught up
         else:
             local = await self._create(sid, user, auth.get("threadId"), resume_token)
-        self._sessions[local.id] = local
-        self._by_sid[sid] = local
-        await self.bus.subscribe(Target.session(local.id), self._deliver)
+        await self._attach(local)
         # Emitted from the connect handler, this is queued before any other event for the socket.
         await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
         if record is not None:
@@ -226,14 +227,34 @@ class ChatServer:
         local = self._by_sid.pop(sid, None)
         if local is None or self._sessions.get(local.id) is not local:
             return  # replaced on this replica: the new socket owns the subscription
-        del self._sessions[local.id]
         self._dirty.discard(local.id)
-        await self.bus.unsubscribe(Target.session(local.id))
+        await self._detach(local)
         if local.replaced:
             return  # resumed on another replica, which now owns the registry entry
         await self.bus.registry.detach(local.id, _pack(local.data), local.acked)
         self._endings[local.id] = self._spawn(self._end_after_grace(local))
         log.info("session %s detached; resumable for %gs", local.id, self.settings.session_grace_seconds)
+
+    async def _attach(self, local: LocalSession) -> None:
+        """Hold the session here: its channel, and its user's channel while any of theirs is here."""
+        self._sessions[local.id] = local
+        self._by_sid[local.sid] = local
+        await self.bus.subscribe(Target.session(local.id), self._deliver)
+        if local.user is not None:
+            mine = self._by_user.setdefault(local.user.identifier, set())
+            mine.add(local.id)
+            if len(mine) == 1:
+                await self.bus.subscribe(Target("user", local.user.identifier), self._deliver_to_many)
+
+    async def _detach(self, local: LocalSession) -> None:
+        del self._sessions[local.id]
+        await self.bus.unsubscribe(Target.session(local.id))
+        if local.user is not None:
+            mine = self._by_user.get(local.user.identifier, set())
+            mine.discard(local.id)
+            if not mine:
+                self._by_user.pop(local.user.identifier, None)
+                await self.bus.unsubscribe(Target("user", local.user.identifier))
 
     # -- client events ---------------------------------------------------------------------------
 
@@ -310,6 +331,21 @@ class ChatServer:
             local.pending.append((envelope, offset))
             return
         await self._emit(local, envelope, offset)
+
+    async def _deliver_to_many(self, envelope: Envelope, offset: str) -> None:
+        """Bus handler for user and broadcast channels: every matching local session, once each."""
+        if envelope.event.startswith(CONTROL_PREFIX) or envelope.event == ASK:
+            return
+        if envelope.target.kind == "user":
+            ids = self._by_user.get(envelope.target.id, set())
+            targets = [self._sessions[i] for i in ids if i in self._sessions]
+        else:
+            targets = list(self._sessions.values())
+        for local in targets:
+            if local.pending is not None:
+                local.pending.append((envelope, ""))
+            else:
+                await self._emit(local, envelope, "")
 
     async def _emit(self, local: LocalSession, envelope: Envelope, offset: str) -> bool:
         """Emit to the socket unless it is a duplicate; returns whether a durable event went out."""

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
 
-from bus import Bus, Settings
+from bus import Bus, Envelope, Receipt, Settings, Target
 from web.context import Context, _worker_bus, current_bus, init_ws_context
 from web.errors import ContextError
-from web.message import Message
+from web.message import Message, client_event
+from web.protocol import check_custom_event
+
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -33,14 +39,113 @@ async def session_context(session_id: str, *, settings: Settings | None = None) 
         yield await init_ws_context(session_id)
 
 
+class Client:
+    """An asyncio client for workers: one bus connection for many sends.
+
+    `async with Client() as client: receipt = await client.send_to_user("ann", "Done")`.
+    Every send returns a Receipt; an unreachable Redis raises BusUnavailable after bounded
+    retries and an unknown session raises SessionNotFound: nothing is dropped silently.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.bus = Bus(settings)
+
+    async def __aenter__(self) -> Client:
+        await self.bus.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.bus.__aexit__(exc_type, exc, tb)
+
+    async def send_to_session(self, session_id: str, content: str, **options: Any) -> Receipt:
+        """A message (or, with `event=`, a custom event) to one session; durable (see docs/delivery.md)."""
+        return await self._send(Target.session(session_id), content, **options)
+
+    async def send_to_user(self, identifier: str, content: str, **options: Any) -> Receipt:
+        """To every live session of one user, on every replica (live only)."""
+        return await self._send(Target("user", identifier), content, **options)
+
+    async def broadcast(self, content: str, **options: Any) -> Receipt:
+        """To every live session on every replica (live only)."""
+        return await self._send(Target("broadcast"), content, **options)
+
+    @contextlib.asynccontextmanager
+    async def session(self, session_id: str) -> AsyncIterator[Context]:
+        """The websocket context of one session on this client's connection (Message, AskUserMessage)."""
+        reset = _worker_bus.set(self.bus)
+        try:
+            yield await init_ws_context(session_id)
+        finally:
+            _worker_bus.reset(reset)
+
+    async def _send(
+        self,
+        target: Target,
+        content: str,
+        *,
+        author: str = "Assistant",
+        event: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Receipt:
+        if event is not None:
+            check_custom_event(event)
+        name, payload = client_event(content, author, event=event, metadata=metadata)
+        return await self.bus.send(Envelope(target, name, payload, self.bus.settings.replica_id))
+
+
+class SyncClient:
+    """The blocking counterpart of Client for threads, Celery/RQ tasks and scripts.
+
+    Keeps one bus connection on a private event loop thread; `close()` (or `with`) ends it.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="switchboard-client", daemon=True)
+        self._thread.start()
+        self._client = Client(settings)
+        try:
+            self._call(self._client.__aenter__())
+        except BaseException:
+            self._stop()
+            raise
+
+    def send_to_session(self, session_id: str, content: str, **options: Any) -> Receipt:
+        return self._call(self._client.send_to_session(session_id, content, **options))
+
+    def send_to_user(self, identifier: str, content: str, **options: Any) -> Receipt:
+        return self._call(self._client.send_to_user(identifier, content, **options))
+
+    def broadcast(self, content: str, **options: Any) -> Receipt:
+        return self._call(self._client.broadcast(content, **options))
+
+    def close(self) -> None:
+        try:
+            self._call(self._client.__aexit__(None, None, None))
+        finally:
+            self._stop()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
 def send_message(
-    session_id: str,
-    content: str,
-    author: str = "Assistant",
-    *,
-    settings: Settings | None = None,
-) -> None:
-    """Synchronous send for threads, Celery/RQ tasks and scripts (not for async code)."""
+    session_id: str, content: str, author: str = "Assistant", *, settings: Settings | None = None
+) -> Receipt:
+    """One synchronous send for threads and scripts (not for async code); returns the receipt."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -48,8 +153,11 @@ def send_message(
     else:
         raise RuntimeError("send_message() blocks; in async code use `async with session_context(...)`")
 
-    async def send() -> None:
-        async with session_context(session_id, settings=settings):
-            await Message(content, author).send()
+    async def send() -> Receipt:
+        async with session_context(session_id, settings=settings) as ctx:
+            message = Message(content, author)
+            receipt = await ctx.emit("new_message", message.to_dict())
+            assert receipt is not None
+            return receipt
 
-    asyncio.run(send())
+    return asyncio.run(send())
