@@ -166,6 +166,28 @@ class MemoryBackend:
         with _hub.lock:
             return list(_hub.lists.get(key, ()))
 
+    async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        now = time.monotonic()
+        with _hub.lock:
+            found = _hub.live_hash(key, now)
+            if found is not None:
+                return found["value"]
+            _hub.hashes[key] = (now + ttl, {"value": value})
+            return None
+
+    async def store(self, key: str, value: bytes, ttl: float) -> None:
+        with _hub.lock:
+            _hub.hashes[key] = (time.monotonic() + ttl, {"value": value})
+
+    async def count(self, key: str, ttl: float) -> int:
+        now = time.monotonic()
+        with _hub.lock:
+            found = _hub.live_hash(key, now)
+            value = int(found["value"]) + 1 if found is not None else 1
+            expires = _hub.hashes[key][0] if found is not None else now + ttl
+            _hub.hashes[key] = (expires, {"value": str(value).encode()})
+            return value
+
     async def expire(self, keys: Iterable[str], ttl: float) -> None:
         now = time.monotonic()
         with _hub.lock:

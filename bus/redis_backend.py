@@ -242,6 +242,22 @@ class RedisBackend:
             items = await self._commands.lrange(key, 0, -1)
         return [item for item in items if isinstance(item, bytes)]
 
+    async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        async with _available():
+            previous = await self._commands.set(key, value, px=int(ttl * 1000), nx=True, get=True)
+        return previous if isinstance(previous, bytes) else None
+
+    async def store(self, key: str, value: bytes, ttl: float) -> None:
+        async with _available():
+            await self._commands.set(key, value, px=int(ttl * 1000))
+
+    async def count(self, key: str, ttl: float) -> int:
+        async with _available(), self._commands.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, int(ttl * 1000), nx=True)
+            value, _ = await pipe.execute()
+        return int(value)
+
     async def expire(self, keys: Iterable[str], ttl: float) -> None:
         async with _available(), self._commands.pipeline(transaction=False) as pipe:
             for key in keys:

@@ -50,6 +50,15 @@ class Settings:
     token_audience: str | None = None
     token_issuer: str | None = None
 
+    #: Standard Webhooks signing secrets (`whsec_...`); several verify, for rotation.
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: How far a webhook timestamp may be from now, either way; ids are kept this long x2 for replays.
+    webhook_tolerance_seconds: int = 300
+    #: Largest webhook request body.
+    webhook_max_bytes: int = 64 * 1024
+    #: Webhook requests per caller per minute; 0 turns the limit off.
+    webhook_rate_limit: int = 0
+
     @property
     def login_required(self) -> bool:
         return self.auth_secret is not None if self.require_login is None else self.require_login
@@ -87,6 +96,13 @@ class Settings:
         ]:
             if (raw := get(name)) is not None:
                 values[name.lower()] = _positive(kind, name, raw)
+        secrets_ = get("WEBHOOK_SECRETS") or ""
+        values["webhook_secrets"] = tuple(p for p in secrets_.replace(",", " ").split() if p)
+        for name in ("WEBHOOK_TOLERANCE_SECONDS", "WEBHOOK_MAX_BYTES"):
+            if (raw := get(name)) is not None:
+                values[name.lower()] = _positive(int, name, raw)
+        if (limit := get("WEBHOOK_RATE_LIMIT")) is not None:
+            values["webhook_rate_limit"] = 0 if limit == "0" else _positive(int, "WEBHOOK_RATE_LIMIT", limit)
         if (persist := get("DATA_PERSISTENCE")) is not None:
             values["data_persistence"] = _boolean("DATA_PERSISTENCE", persist)
         values["auth_secret"] = get("AUTH_SECRET")

@@ -11,6 +11,7 @@ from web.mount import mount_app
 from web.server import ChatServer
 from web.session import WebsocketSession
 from web.user import User
+from web.webhooks import webhook_router
 
 __all__ = [
     "SEND_SCOPE",
@@ -38,4 +39,5 @@ __all__ = [
     "on_message",
     "user_session",
     "verify_jwt",
+    "webhook_router",
 ]

@@ -17,6 +17,7 @@ from web import (
     init_ws_context,
     mount_app,
     user_session,
+    webhook_router,
 )
 
 app = FastAPI()
@@ -110,4 +111,5 @@ async def stats() -> dict[str, object]:
     }
 
 
+app.include_router(webhook_router(prefix="/hooks"))
 server = mount_app(app, Path(__file__).with_name("chat.py"), path=os.environ.get("CHAT_PATH", "/chat"))
