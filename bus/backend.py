@@ -36,6 +36,7 @@ class Backend(Protocol):
         channel: str,
         data: bytes,
         *,
+        message_id: str,
         durable: bool,
         maxlen: int,
         ttl: float,
@@ -77,6 +78,8 @@ class Backend(Protocol):
         ...
 
     async def store(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
 
     async def count(self, key: str, ttl: float) -> int:
         """Increment the counter at `key` (created with `ttl`) and return its new value."""

@@ -91,6 +91,7 @@ class MemoryBackend:
         channel: str,
         data: bytes,
         *,
+        message_id: str,
         durable: bool,
         maxlen: int,
         ttl: float,
@@ -101,10 +102,12 @@ class MemoryBackend:
             if info is None:
                 return None
             offset = ""
-            if durable:  # offsets as the Redis script makes them: `<n>-0`, n counted in the registry
+            if durable:  # as the Redis script does: `<n>-0` offsets counted in the registry
+                if info.get("last_id") == message_id.encode():
+                    return info["last_offset"].decode(), 0
                 seq = int(info.get("seq", b"0")) + 1
-                info["seq"] = str(seq).encode()
                 offset = f"{seq}-0"
+                info.update(seq=str(seq).encode(), last_id=message_id.encode(), last_offset=offset.encode())
                 log = _hub.live_log(log_key, now) or _hub.logs.setdefault(log_key, _Log())
                 log.entries.append((offset, data))
                 while len(log.entries) > maxlen:
@@ -178,6 +181,11 @@ class MemoryBackend:
     async def store(self, key: str, value: bytes, ttl: float) -> None:
         with _hub.lock:
             _hub.hashes[key] = (time.monotonic() + ttl, {"value": value})
+
+    async def get(self, key: str) -> bytes | None:
+        with _hub.lock:
+            found = _hub.live_hash(key, time.monotonic())
+            return found["value"] if found is not None else None
 
     async def count(self, key: str, ttl: float) -> int:
         now = time.monotonic()

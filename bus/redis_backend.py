@@ -29,14 +29,19 @@ COMMAND_RETRIES = 3
 
 # Append to the session's log and publish in one atomic step; refuse (nil) if the session is gone.
 # KEYS: registry hash, log stream (one {session_id} hash tag, so valid on Redis Cluster).
-# ARGV: channel, envelope, durable ("1"/"0"), log length, TTL in ms.
+# ARGV: channel, envelope, durable ("1"/"0"), log length, TTL in ms, envelope id.
 # Offsets are `<n>-0` with n counted per session in the registry hash, so they are contiguous and
-# a trimmed range is detectable. The published frame is `offset .. " " .. envelope` (bus.envelope.frame).
+# a trimmed range is detectable. A retried call (same envelope id as the last one) logs nothing
+# twice. The published frame is `offset .. " " .. envelope`, as bus.envelope.frame builds it.
 _SEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local offset = ''
 if ARGV[3] == '1' then
+  if redis.call('HGET', KEYS[1], 'last_id') == ARGV[6] then
+    return {redis.call('HGET', KEYS[1], 'last_offset'), 0}
+  end
   offset = redis.call('HINCRBY', KEYS[1], 'seq', 1) .. '-0'
+  redis.call('HSET', KEYS[1], 'last_id', ARGV[6], 'last_offset', offset)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset, 'e', ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
@@ -112,11 +117,13 @@ class RedisBackend:
         channel: str,
         data: bytes,
         *,
+        message_id: str,
         durable: bool,
         maxlen: int,
         ttl: float,
     ) -> tuple[str, int] | None:
-        args: list[str | bytes | int] = [channel, data, "1" if durable else "0", maxlen, int(ttl * 1000)]
+        flag = "1" if durable else "0"
+        args: list[str | bytes | int] = [channel, data, flag, maxlen, int(ttl * 1000), message_id]
         async with _available():
             result = await self._send(keys=[info_key, log_key], args=args)
         if result is None:
@@ -250,6 +257,11 @@ class RedisBackend:
     async def store(self, key: str, value: bytes, ttl: float) -> None:
         async with _available():
             await self._commands.set(key, value, px=int(ttl * 1000))
+
+    async def get(self, key: str) -> bytes | None:
+        async with _available():
+            value = await self._commands.get(key)
+        return value if isinstance(value, bytes) else None
 
     async def count(self, key: str, ttl: float) -> int:
         async with _available(), self._commands.pipeline(transaction=True) as pipe:

@@ -121,22 +121,28 @@ class SessionRegistry:
             "last_seen": str(time.time()).encode(),
         }
         await self._backend.hash_set(self.key(session_id), fields, self._ttl)
+        await self._backend.expire(self._companions(session_id), self._ttl)
 
     async def detach(self, session_id: str, data: bytes, acked: str) -> None:
-        """Record a disconnect: the session stays resumable for the grace period."""
+        """Record a disconnect: the session (and its log) stays resumable for the grace period."""
         fields = {"connected": b"0", "last_seen": str(time.time()).encode()}
         await self._backend.hash_set(self.key(session_id), fields | _state(data, acked), self._ttl)
+        await self._backend.expire(self._companions(session_id), self._ttl)
+
+    def _companions(self, session_id: str) -> list[str]:
+        """The keys that live exactly as long as the session record."""
+        return [self.log_key(session_id), self.asks_key(session_id)]
 
     async def save_state(self, session_id: str, data: bytes, acked: str) -> None:
         """Save what follows the session to another replica: custom keys and the acked offset."""
         await self._backend.hash_set(self.key(session_id), _state(data, acked), self._ttl)
 
     async def heartbeat(self, session_ids: Iterable[str]) -> None:
-        keys = [key for s in session_ids for key in (self.key(s), self.log_key(s))]
+        keys = [key for s in session_ids for key in (self.key(s), *self._companions(s))]
         await self._backend.expire(keys, self._ttl)
 
     async def delete(self, session_id: str) -> None:
-        await self._backend.delete(self.key(session_id), self.log_key(session_id), self.asks_key(session_id))
+        await self._backend.delete(self.key(session_id), *self._companions(session_id))
 
 
 def _state(data: bytes, acked: str) -> dict[str, bytes]:

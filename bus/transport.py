@@ -44,9 +44,24 @@ class Receipt:
     delivered: int
 
     @property
-    def status(self) -> Literal["delivered", "queued"]:
-        """`queued`: nobody holds the socket right now; the session log keeps it for the resume."""
-        return "delivered" if self.delivered else "queued"
+    def status(self) -> Literal["delivered", "queued", "dropped"]:
+        """`queued`: no socket has it yet, the session log keeps it for the resume; `dropped`:
+        nobody had it live and it was not logged (ephemeral events, user and broadcast sends)."""
+        if self.delivered:
+            return "delivered"
+        return "queued" if self.offset else "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """One bounded read of a session log."""
+
+    #: The decodable entries, oldest first (undecodable ones are skipped and counted).
+    entries: list[tuple[str, Envelope]]
+    #: Offset of the last entry read, decodable or not ("" if none).
+    last: str
+    #: The batch was full: there may be more after `last`.
+    more: bool
 
 
 class Bus:
@@ -115,6 +130,7 @@ class Bus:
             self.registry.log_key(session_id),
             self.channel(envelope.target),
             self._encode(envelope),
+            message_id=envelope.id,
             durable=durable,
             maxlen=self.settings.session_log_length,
             ttl=self.settings.session_grace_seconds,
@@ -125,19 +141,18 @@ class Bus:
         offset, delivered = result
         return Receipt(envelope.id, envelope.target, offset, delivered)
 
-    async def read_log(self, session_id: str, after: str) -> list[tuple[str, Envelope]]:
+    async def read_log(self, session_id: str, after: str) -> LogBatch:
         """The next batch (SWITCHBOARD_REPLAY_BATCH at most) of the session's log after `after`."""
-        entries = await self.backend.read_log(
-            self.registry.log_key(session_id), after, self.settings.replay_batch
-        )
-        decoded = []
-        for offset, data in entries:
+        size = self.settings.replay_batch
+        raw = await self.backend.read_log(self.registry.log_key(session_id), after, size)
+        entries = []
+        for offset, data in raw:
             try:
-                decoded.append((offset, Envelope.decode(data, max_bytes=self.settings.max_envelope_bytes)))
+                entries.append((offset, Envelope.decode(data, max_bytes=self.settings.max_envelope_bytes)))
             except EnvelopeError as exc:
                 self.stats.malformed += 1
                 log.warning("skipped a malformed log entry %s of session %s: %s", offset, session_id, exc)
-        return decoded
+        return LogBatch(entries, raw[-1][0] if raw else "", len(raw) == size)
 
     async def lost_after(self, session_id: str, after: str) -> tuple[bool, str]:
         """Whether messages after `after` were trimmed from the session's log (a replay would

@@ -153,16 +153,16 @@ async def test_send_logs_and_publishes_atomically_with_ordered_offsets(any_bus: 
     assert [await inbox.get() for _ in range(5)] == [(f"m{i}", offsets[i]) for i in range(5)]
     ephemeral = await bus.send(envelope("token"), durable=False)
     assert ephemeral.offset == "" and await inbox.get() == ("token", "")
-    logged = await bus.read_log(SESSION, "0-0")
+    logged = (await bus.read_log(SESSION, "0-0")).entries
     assert [(o, e.payload["output"]) for o, e in logged] == [(offsets[i], f"m{i}") for i in range(5)]
-    assert [o for o, _ in await bus.read_log(SESSION, offsets[2])] == offsets[3:]
+    assert [o for o, _ in (await bus.read_log(SESSION, offsets[2])).entries] == offsets[3:]
 
 
 async def test_send_to_a_missing_session_raises_and_logs_nothing(any_bus: Bus) -> None:
     bus = any_bus
     with pytest.raises(SessionNotFound):
         await bus.send(envelope("lost"))
-    assert await bus.read_log(SESSION, "0-0") == []
+    assert (await bus.read_log(SESSION, "0-0")).entries == []
     assert await bus.lost_after(SESSION, "0-0") == (False, "")
 
 
@@ -171,7 +171,7 @@ async def test_send_without_a_subscriber_is_queued_in_the_log(any_bus: Bus) -> N
     await session_exists(bus)
     receipt = await bus.send(envelope("later"))
     assert receipt.status == "queued" and receipt.delivered == 0
-    assert [e.payload["output"] for _, e in await bus.read_log(SESSION, "0-0")] == ["later"]
+    assert [e.payload["output"] for _, e in (await bus.read_log(SESSION, "0-0")).entries] == ["later"]
 
 
 async def test_replay_reads_are_bounded_and_the_log_is_trimmed(any_bus: Bus) -> None:
@@ -179,11 +179,34 @@ async def test_replay_reads_are_bounded_and_the_log_is_trimmed(any_bus: Bus) -> 
     await session_exists(bus)
     offsets = [(await bus.send(envelope(f"m{i}"))).offset for i in range(300)]
     assert offsets == [f"{n}-0" for n in range(1, 301)]  # contiguous per session
-    first_batch = await bus.read_log(SESSION, "0-0")
-    assert len(first_batch) == 7  # never more than the batch size per read
-    first = first_batch[0][0]
+    batch = await bus.read_log(SESSION, "0-0")
+    assert len(batch.entries) == 7 and batch.more  # never more than the batch size per read
+    first = batch.entries[0][0]
     assert offset_key(first) > offset_key(offsets[0])  # MAXLEN ~ trimmed the oldest
     assert await bus.lost_after(SESSION, "0-0") == (True, first)
     just_before = f"{offset_key(first)[0] - 1}-0"
     assert await bus.lost_after(SESSION, just_before) == (False, first)
     assert await bus.lost_after(SESSION, offsets[-1]) == (False, first)
+
+
+async def test_a_retried_send_is_logged_once_and_unlogged_misses_are_dropped(any_bus: Bus) -> None:
+    bus = any_bus
+    await session_exists(bus)
+    sent = envelope("once")
+    first, retry = await bus.send(sent), await bus.send(sent)  # as redis-py retries after a lost reply
+    assert retry.offset == first.offset == "1-0"
+    assert [o for o, _ in (await bus.read_log(SESSION, "0-0")).entries] == ["1-0"]
+    assert (await bus.send(envelope("typing"), durable=False)).status == "dropped"
+
+
+async def test_the_log_lives_exactly_as_long_as_the_session(bus: Bus, redis_url: str) -> None:
+    await session_exists(bus)
+    await bus.send(envelope("kept"))
+    admin = redis.Redis.from_url(redis_url)
+    log_key = bus.registry.log_key(SESSION)
+    await admin.pexpire(log_key, 1000)  # as if the last heartbeat were long ago
+    await bus.registry.detach(SESSION, b"", "0-0")
+    grace_ms = bus.settings.session_grace_seconds * 1000
+    assert grace_ms - 5000 < await admin.pttl(log_key) <= grace_ms
+    assert grace_ms - 5000 < await admin.pttl(bus.registry.key(SESSION)) <= grace_ms
+    await admin.aclose()

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 
+from bus import Settings
 from tests.harness import ChatClient, Process, Replica
+from web import User, create_jwt
 
 N = 1000
 
@@ -133,7 +135,7 @@ async def test_oversized_message_is_refused_and_others_keep_flowing(
     assert client.outputs() == ["before", "after"]
 
 
-async def test_worker_asks_and_the_user_answers_on_another_replica(
+async def test_worker_process_asks_and_the_user_answers(
     replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
 ) -> None:
     a = replicas()
@@ -194,3 +196,25 @@ async def test_http_context_send_lands_in_the_thread_history(
         ("new_message", "second"),
     ]
     assert all(e["message"]["threadId"] == "thread-42" for e in history["events"])
+
+
+async def test_a_thread_history_is_only_given_to_its_owner(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    secret = "t" * 48
+    a = replicas(env={"SWITCHBOARD_DATA_PERSISTENCE": "true", "SWITCHBOARD_AUTH_SECRET": secret})
+    tokens = Settings(auth_secret=secret)
+    ann = {"Authorization": f"Bearer {create_jwt(User('ann'), settings=tokens)}"}
+    assert (await a.aget("/http-thread-as/ann-thread/private", headers=ann)).status_code == 200
+    bob = await clients().connect(
+        a, {"threadId": "ann-thread", "token": create_jwt(User("bob"), settings=tokens)}
+    )
+    owner = await clients().connect(
+        a, {"threadId": "ann-thread", "token": create_jwt(User("ann"), settings=tokens)}
+    )
+    history = await owner.next("thread_history")
+    assert [e["message"]["output"] for e in history["events"]] == ["private"]
+    # bob's connect finished before ann's (same replica, in order): no history came to bob.
+    assert (await a.aget(f"/say/{bob.session_id}/marker")).status_code == 200
+    await bob.next("new_message", lambda m: m["output"] == "marker")
+    assert not bob.received("thread_history")

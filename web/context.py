@@ -32,7 +32,8 @@ class Context:
         if self.thread_id is not None and event in HISTORY_EVENTS:
             bus = self.session.bus if self.session is not None else current_bus()[0]
             if (layer := data_layer(bus)) is not None:
-                await layer.append(self.thread_id, event, payload)
+                owner = self.user.identifier if self.user is not None else None
+                await layer.append(self.thread_id, event, payload, owner)
         return receipt
 
 

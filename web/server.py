@@ -138,7 +138,6 @@ class ChatServer:
     async def _connect(self, sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         user = self._login(environ, auth)
         resume_token = secrets.token_urlsafe(32)
-        after = "0-0"
         record = await self._resumable(auth.get("sessionId"), auth.get("resumeToken"))
         if record is not None:
             owner = record.user.get("identifier") if record.user else None
@@ -146,18 +145,32 @@ class ChatServer:
                 raise _refused("session_of_another_user", "this session belongs to another user")
             local = await self._resume(sid, record, resume_token)
             last_offset = auth.get("lastOffset")
-            after = last_offset if valid_offset(last_offset) else record.acked
-            local.pending = []  # live envelopes wait until the replay has caught up
+            # Replay from what the client says it has, else from what it last acknowledged;
+            # until the replay has caught up, live envelopes wait in `pending`.
+            local.last_offset = last_offset if valid_offset(last_offset) else local.acked
+            local.pending, local.replaying = [], True
         else:
             local = await self._create(sid, user, auth.get("threadId"), resume_token)
         await self._attach(local)
         # Emitted from the connect handler, this is queued before any other event for the socket.
         await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
         if record is not None:
-            self._start_replay(local, after, resumed=True)
-        elif local.thread_id is not None and (layer := data_layer(self.bus)) is not None:
-            events = [{"event": e, "message": m} for e, m in await layer.history(local.thread_id)]
-            await self.sio.emit("thread_history", {"threadId": local.thread_id, "events": events}, to=sid)
+            self._spawn(self._replay(local, resumed=True))
+        elif isinstance(auth.get("threadId"), str) and local.thread_id == auth["threadId"]:
+            await self._send_history(local)
+
+    async def _send_history(self, local: LocalSession) -> None:
+        """Give a client that resumes a thread its stored history, if the thread is its own."""
+        layer = data_layer(self.bus)
+        if layer is None or local.thread_id is None:
+            return
+        owner, history = await layer.history(local.thread_id)
+        mine = local.user.identifier if local.user else None
+        if owner != mine and (owner is not None or self.settings.login_required):
+            log.info("thread %s withheld from session %s: not its owner", local.thread_id, local.id)
+            return
+        events = [{"event": event, "message": message} for event, message in history]
+        await self.sio.emit("thread_history", {"threadId": local.thread_id, "events": events}, to=local.sid)
 
     def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
         """The user of the handshake's token (`auth.token`, else the `access_token` cookie)."""
@@ -361,60 +374,69 @@ class ChatServer:
         await self.sio.emit(envelope.event, {**envelope.payload, "offset": offset}, to=local.sid)
         return True
 
-    def _start_replay(self, local: LocalSession, after: str, *, resumed: bool) -> None:
+    def _start_replay(self, local: LocalSession) -> None:
+        if local.replaying:
+            local.replay_again = True  # the running replay reads the log once more before it ends
+            return
         if local.pending is None:
             local.pending = []
         local.replaying = True
-        self._spawn(self._replay(local, after, resumed=resumed))
+        self._spawn(self._replay(local, resumed=False))
 
-    async def _replay(self, local: LocalSession, after: str, *, resumed: bool) -> None:
-        """Emit the log after `after` in bounded batches, then the live envelopes held meanwhile.
+    async def _replay(self, local: LocalSession, *, resumed: bool) -> None:
+        """Emit the log after `local.last_offset` in bounded batches, then the live envelopes
+        held meanwhile, until nothing new arrived; retried while Redis is unreachable.
 
         On a resume the client is told if part of what it asked for was trimmed away
         (`replay_truncated`) and how many messages it got (`replayed`); open questions are re-asked.
         """
-        replayed = 0
-        try:
-            if resumed:
-                local.last_offset = after
-                lost, first = await self.bus.lost_after(local.id, after)
-                if lost:
-                    truncated = {"requestedOffset": after, "firstOffset": first}
-                    await self.sio.emit("replay_truncated", truncated, to=local.sid)
-            cursor = local.last_offset
-            while True:
-                batch = await self.bus.read_log(local.id, cursor)
-                for offset, envelope in batch:
-                    replayed += await self._emit(local, envelope, offset)
-                    cursor = offset
-                if len(batch) < self.settings.replay_batch:
-                    if not local.replay_again:
-                        break
-                    local.replay_again = False
-            while local.pending:
-                envelope, offset = local.pending.pop(0)
-                await self._emit(local, envelope, offset)
-        except BusUnavailable as exc:
-            # Stay in replay mode; the gap callback starts another replay once Redis is back.
-            log.warning("replay for session %s interrupted: %s", local.id, exc)
-            local.replaying = False
-            return
-        local.pending = None
-        local.replaying = False
-        if resumed:
+        requested: str | None = local.last_offset
+        replayed, backoff = 0, 0.05
+        while self._sessions.get(local.id) is local:
+            try:
+                if resumed and requested is not None:
+                    lost, first = await self.bus.lost_after(local.id, requested)
+                    if lost:
+                        truncated = {"requestedOffset": requested, "firstOffset": first}
+                        await self.sio.emit("replay_truncated", truncated, to=local.sid)
+                    requested = None
+                replayed += await self._catch_up(local)
+                break
+            except BusUnavailable as exc:
+                log.warning("replay for session %s waits for Redis: %s", local.id, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        if resumed and self._sessions.get(local.id) is local:
             await self.sio.emit("replayed", {"count": replayed}, to=local.sid)
             await self._reask(local)
 
+    async def _catch_up(self, local: LocalSession) -> int:
+        replayed = 0
+        while True:
+            while True:
+                batch = await self.bus.read_log(local.id, local.last_offset)
+                for offset, envelope in batch.entries:
+                    replayed += await self._emit(local, envelope, offset)
+                if batch.last:  # also past undecodable entries, which were skipped and counted
+                    local.last_offset = max(local.last_offset, batch.last, key=offset_key)
+                if not batch.more:
+                    break
+            assert local.pending is not None
+            while local.pending:
+                envelope, offset = local.pending.pop(0)
+                await self._emit(local, envelope, offset)
+            if not local.replay_again:
+                # No await between this check and going live: nothing can slip in between.
+                local.pending, local.replaying = None, False
+                return replayed
+            local.replay_again = False
+
     async def _on_gap(self, open_: bool) -> None:
-        """The bus lost its subscription (open) or got it back (closed): catch up from the logs."""
+        """Once a lost bus subscription is back, every session here catches up from its log."""
+        if open_:
+            return  # nothing arrives while the subscription is down; the catch-up covers it
         for local in self._sessions.values():
-            if open_:
-                if local.pending is None:
-                    local.pending = []
-                else:
-                    local.replay_again = True
-            elif local.pending is not None and not local.replaying:
-                self._start_replay(local, local.last_offset, resumed=False)
+            self._start_replay(local)
 
     # -- questions -------------------------------------------------------------------------------
 

@@ -56,13 +56,13 @@ class WebhookTarget(BaseModel):
 
 
 class WebhookReceipt(BaseModel):
-    """What the send did. `status` is `queued` when the session has no socket right now."""
+    """What the send did. `queued`: the session has no socket now, its log keeps the message."""
 
     id: str = Field(description="The message id (a UUIDv7).")
     target: WebhookTarget
     offset: str = Field(description="The session log offset; empty for user and broadcast sends.")
     delivered: int = Field(description="How many replicas delivered it live.")
-    status: Literal["delivered", "queued"]
+    status: Literal["delivered", "queued", "dropped"]
 
 
 class WebhookError(BaseModel):
@@ -87,6 +87,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         409: "The webhook id was used with a different body, or is still being processed.",
         413: "The body is larger than SWITCHBOARD_WEBHOOK_MAX_BYTES.",
         415: "The body is not `application/json`.",
+        422: "The JSON body does not match the message schema.",
         429: "The caller's rate limit (SWITCHBOARD_WEBHOOK_RATE_LIMIT per minute) is used up.",
         503: "The bus is unreachable; retry later.",
     }.items()

@@ -74,6 +74,17 @@ async def http_thread(thread_id: str, text: str) -> dict[str, bool]:
     return {"sent": True}
 
 
+@app.get("/http-thread-as/{thread_id}/{text}")
+async def http_thread_as(
+    thread_id: str,
+    text: str,
+    current_user: User = Depends(authenticate_user),  # noqa: B008
+) -> dict[str, bool]:
+    init_http_context(user=current_user, thread_id=thread_id)
+    await Message(content=text).send()
+    return {"sent": True}
+
+
 @app.get("/custom/{session_id}")
 async def custom_key(session_id: str) -> dict[str, object]:
     await init_ws_context(session_id)

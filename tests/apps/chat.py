@@ -2,6 +2,7 @@
 
 from tests.apps import counters
 from web import Message, on_chat_end, on_chat_start, on_message, user_session
+from workers.taskiq_jobs import long_job
 
 
 @on_chat_start
@@ -13,6 +14,11 @@ async def start() -> None:
 
 @on_message
 async def echo(message: Message) -> None:
+    if message.content.startswith("/job "):
+        # A long job for the real job queue: its worker streams progress back into this session.
+        await long_job.kiq(user_session.get("id"), message.content.removeprefix("/job "))
+        await Message("Job queued").send()
+        return
     count = user_session.get("count") + 1
     user_session.set("count", count)
     reply = Message()
