@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 _PREFIX = "SWITCHBOARD_"
+_REPLICA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def _generated_replica_id() -> str:
@@ -70,7 +73,7 @@ class Settings:
     @property
     def heartbeat_seconds(self) -> float:
         """Interval at which a replica refreshes the registry TTL of the sessions it holds."""
-        return max(0.5, min(30.0, self.session_grace_seconds / 3))
+        return min(30.0, self.session_grace_seconds / 3)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +85,8 @@ class Settings:
 
         values: dict[str, object] = {"redis_url": get("REDIS_URL")}
         if (replica_id := get("REPLICA_ID")) is not None:
+            if not _REPLICA_ID.fullmatch(replica_id):
+                raise ValueError(f"{_PREFIX}REPLICA_ID must be 1-128 of [A-Za-z0-9_.:-], got {replica_id!r}")
             values["replica_id"] = replica_id
         if (grace := get("SESSION_GRACE_SECONDS")) is not None:
             values["session_grace_seconds"] = _positive(float, "SESSION_GRACE_SECONDS", grace)
@@ -130,9 +135,10 @@ def _positive(kind: type[float] | type[int], name: str, raw: str) -> float | int
     try:
         value = kind(raw)
     except ValueError:
-        raise ValueError(f"{_PREFIX}{name} must be a {kind.__name__}, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{_PREFIX}{name} must be positive, got {raw!r}")
+        article = "an" if kind is int else "a"
+        raise ValueError(f"{_PREFIX}{name} must be {article} {kind.__name__}, got {raw!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{_PREFIX}{name} must be a positive finite number, got {raw!r}")
     return value
 
 

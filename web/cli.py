@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
@@ -43,16 +44,26 @@ def main(argv: list[str] | None = None) -> None:
 def _demo(host: str, port: int) -> None:
     settings = get_settings()
     base = f"http://{host}:{port}"
-    bus = f"Redis at {settings.redis_url}" if settings.redis_url else "the in-memory bus"
+    bus = f"Redis at {_redacted(settings.redis_url)}" if settings.redis_url else "the in-memory bus"
     print(
         f"Switchboard demo on {base} using {bus}.\n"
-        f"  Socket.IO endpoint: {base}/chat/ws/socket.io (websocket transport)\n"
-        f"  Connect a client, read its session id from the `session` event, then:\n"
+        f"  Open {base}/chat/ in a browser; type a message, or /ask to be asked a question.\n"
+        f"  Copy the session id from the page (top right), then from any shell:\n"
         f"    curl {base}/hello/SESSION_ID\n"
+        f"  Socket.IO clients: {base}/chat/ws/socket.io (websocket transport, see docs/protocol.md).\n"
         f"  Set SWITCHBOARD_REDIS_URL=redis://127.0.0.1:6379/0 to run several replicas.",
         flush=True,
     )
     uvicorn.run("web.demo.app:app", host=host, port=port)
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 if __name__ == "__main__":

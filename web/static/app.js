@@ -38,7 +38,7 @@
     askTemplate: $("ask-template"),
   };
 
-  // --- offsets: "1732612345678-0" compares as two integers, milliseconds then sequence -------------
+  // --- offsets: "<n>-0" (n counts the session's messages) compares as two integers ------------------
 
   function parseOffset(value) {
     if (typeof value !== "string") return null;
