@@ -10,16 +10,20 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from bus import Settings
 from tests.harness import APPS, ChatClient, Process, Replica, free_port
-from web import ContextError, Message, init_http_context, mount_app
+from web import ContextError, Message, User, create_jwt, init_http_context, mount_app
 from workers import send_message
+
+SECRET = "m" * 48
 
 
 @pytest.mark.parametrize("path", ["/chat", ""])
 async def test_seed_examples_at_sub_path_and_root(
     path: str, replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
 ) -> None:
-    a, b = replicas(path=path), replicas(path=path)
+    env = {"SWITCHBOARD_AUTH_SECRET": SECRET, "SWITCHBOARD_REQUIRE_LOGIN": "false"}
+    a, b = replicas(path=path, env=env), replicas(path=path, env=env)
     # 1. The parent app's own routes keep working beside the mounted chat.
     for replica in (a, b):
         assert (await replica.aget("/")).json() == {"app": "parent"}
@@ -31,6 +35,11 @@ async def test_seed_examples_at_sub_path_and_root(
     assert (await b.aget(f"/hello/{client.session_id}")).status_code == 200
     await client.next("new_message", lambda m: m["output"] == "Hello World")
     assert not [m for m in client.received("new_message") if m["output"] == "Hello from HTTP"]
+    # 4. Auth: a token minted in this process opens the protected endpoint on a replica.
+    token = create_jwt(User(identifier="USERNAME"), settings=Settings(auth_secret=SECRET))
+    response = await b.aget("/custom-auth", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200 and response.json() == {"identifier": "USERNAME"}
+    assert (await b.aget("/custom-auth")).status_code == 401
     # The chat module's own handler, on the replica holding the socket.
     assert (await client.say("ping"))["output"] == "echo 1: ping"
     assert client.received("task_start") and client.received("task_end")

@@ -53,6 +53,18 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+#: PyJWT's failures, most specific first, and the reason each one is reported as.
+_DECODE_FAILURES: tuple[tuple[type[Exception], Reason], ...] = (
+    (jwt.ExpiredSignatureError, "expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid"),
+    (jwt.InvalidAudienceError, "wrong_audience"),
+    (jwt.InvalidIssuerError, "wrong_issuer"),
+    (jwt.MissingRequiredClaimError, "missing_claim"),
+    (jwt.InvalidSignatureError, "bad_signature"),
+    (jwt.InvalidAlgorithmError, "bad_algorithm"),
+)
+
+
 class AuthError(Exception):
     """A token was refused; `reason` names the failed check in general terms, never the token."""
 
@@ -140,22 +152,9 @@ def verify_jwt(token: object, settings: Settings | None = None) -> User:
             leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "sub"], "verify_aud": settings.token_audience is not None},
         )
-    except jwt.ExpiredSignatureError:
-        raise AuthError("expired") from None
-    except jwt.ImmatureSignatureError:
-        raise AuthError("not_yet_valid") from None
-    except jwt.InvalidAudienceError:
-        raise AuthError("wrong_audience") from None
-    except jwt.InvalidIssuerError:
-        raise AuthError("wrong_issuer") from None
-    except jwt.MissingRequiredClaimError:
-        raise AuthError("missing_claim") from None
-    except jwt.InvalidSignatureError:
-        raise AuthError("bad_signature") from None
-    except jwt.InvalidAlgorithmError:
-        raise AuthError("bad_algorithm") from None
-    except (jwt.PyJWTError, ValueError, TypeError):
-        raise AuthError("malformed") from None
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        reasons = (reason for kind, reason in _DECODE_FAILURES if isinstance(exc, kind))
+        raise AuthError(next(reasons, "malformed")) from None
     return _user_from(claims)
 
 
