@@ -82,6 +82,13 @@ class Envelope:
     created_at: float = field(default_factory=time.time)
 
     def encode(self) -> bytes:
+        """msgpack bytes; EnvelopeError if the payload holds something msgpack cannot carry."""
+        try:
+            return self._pack()
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EnvelopeError(f"payload cannot be encoded: {exc}") from None
+
+    def _pack(self) -> bytes:
         data: bytes = msgpack.packb(
             [
                 VERSION,

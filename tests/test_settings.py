@@ -1,6 +1,10 @@
+import base64
+
 import pytest
 
 from bus import Settings
+
+WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
 def test_reads_every_variable_once_with_its_type() -> None:
@@ -12,7 +16,7 @@ def test_reads_every_variable_once_with_its_type() -> None:
             "SWITCHBOARD_MAX_ENVELOPE_BYTES": "2048",
             "SWITCHBOARD_AUTH_PREVIOUS_SECRETS": "a, b ,,c",
             "SWITCHBOARD_REQUIRE_LOGIN": "no",
-            "SWITCHBOARD_WEBHOOK_SECRETS": "whsec_a whsec_b,whsec_c",
+            "SWITCHBOARD_WEBHOOK_SECRETS": f"{WHSEC} {WHSEC},{WHSEC}",
             "SWITCHBOARD_WEBHOOK_RATE_LIMIT": "0",
             "SWITCHBOARD_DATA_PERSISTENCE": "true",
         }
@@ -21,7 +25,7 @@ def test_reads_every_variable_once_with_its_type() -> None:
     assert settings.session_grace_seconds == 12.5 and settings.heartbeat_seconds == 12.5 / 3
     assert settings.max_envelope_bytes == 2048 and settings.auth_previous_secrets == ("a", "b", "c")
     assert settings.require_login is False and not settings.login_required
-    assert settings.webhook_secrets == ("whsec_a", "whsec_b", "whsec_c") and settings.webhook_rate_limit == 0
+    assert settings.webhook_secrets == (WHSEC,) * 3 and settings.webhook_rate_limit == 0
     assert settings.data_persistence is True
     assert Settings.from_env({}).bus_url == "memory://"
 
@@ -42,6 +46,9 @@ def test_secrets_stay_out_of_the_repr() -> None:
         ("REQUIRE_LOGIN", "maybe", "true or false"),
         ("REPLICA_ID", "x" * 200, "REPLICA_ID"),
         ("REPLICA_ID", "has space", "REPLICA_ID"),
+        ("WEBHOOK_SECRETS", "not-whsec", "whsec_"),
+        ("WEBHOOK_SECRETS", "whsec_!!!", "whsec_"),
+        ("WEBHOOK_SECRETS", "whsec_" + base64.b64encode(b"short").decode(), "24-64 bytes"),
     ],
 )
 def test_bad_values_fail_loudly_naming_the_variable(name: str, value: str, message: str) -> None:

@@ -94,6 +94,9 @@ def with_header(headers: dict[str, str], name: str, value: str) -> dict[str, str
     return {**headers, name: value}
 
 
+HUGE = json.dumps({"content": "x", "metadata": {"n": 2**70}}).encode()
+DEEP = json.dumps({"content": "x", "metadata": {"a": [[[[[[[[[[1]]]]]]]]]]}}).encode()
+
 BAD_REQUESTS: dict[str, tuple[Callable[[], tuple[bytes, dict[str, str]]], int, str]] = {
     "no webhook-id": (lambda: (BODY, drop(signed(BODY), "webhook-id")), 400, "missing_header"),
     "no webhook-timestamp": (lambda: (BODY, drop(signed(BODY), "webhook-timestamp")), 400, "missing_header"),
@@ -123,6 +126,14 @@ BAD_REQUESTS: dict[str, tuple[Callable[[], tuple[bytes, dict[str, str]]], int, s
         400,
         "bad_timestamp",
     ),
+    "timestamp not ascii digits": (
+        # "²" passes str.isdigit() but is no number; sent as the latin-1 byte servers decode it from
+        lambda: (BODY, with_header(signed(BODY), "webhook-timestamp", "\u00b2".encode("latin-1"))),  # type: ignore[arg-type]
+        400,
+        "bad_timestamp",
+    ),
+    "metadata int over 64 bits": (lambda: (HUGE, signed(HUGE)), 422, "invalid_message"),
+    "metadata too deep": (lambda: (DEEP, signed(DEEP)), 422, "invalid_message"),
     "bad webhook-id": (lambda: (BODY, signed(BODY, msg_id="has space")), 400, "bad_webhook_id"),
     "wrong secret": (lambda: (BODY, signed(BODY, secret=OTHER_SECRET)), 401, "bad_signature"),
     "stale timestamp": (lambda: (BODY, signed(BODY, stamp=int(time.time()) - 301)), 401, "stale_timestamp"),

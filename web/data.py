@@ -23,6 +23,10 @@ class DataLayer(Protocol):
         """(owner, events oldest first, at most SWITCHBOARD_THREAD_HISTORY_LENGTH)."""
         ...
 
+    async def owner(self, thread_id: str) -> tuple[bool, str | None]:
+        """(whether the thread exists, its owner's identifier or None)."""
+        ...
+
 
 class BusDataLayer:
     """Thread histories as Redis lists (or in-memory lists on the embedded bus)."""
@@ -45,13 +49,16 @@ class BusDataLayer:
         )
 
     async def history(self, thread_id: str) -> tuple[str | None, list[tuple[str, dict[str, Any]]]]:
-        backend = self._bus.backend
-        owner = await backend.get(self._key(thread_id, "owner"))
+        _, owner = await self.owner(thread_id)
         events = []
-        for item in await backend.list_items(self._key(thread_id, "history")):
+        for item in await self._bus.backend.list_items(self._key(thread_id, "history")):
             event, message = msgpack.unpackb(item, raw=False, strict_map_key=True)
             events.append((event, message))
-        return (owner.decode() or None) if owner else None, events
+        return owner, events
+
+    async def owner(self, thread_id: str) -> tuple[bool, str | None]:
+        found = await self._bus.backend.get(self._key(thread_id, "owner"))
+        return found is not None, (found.decode() or None) if found else None
 
 
 def data_layer(bus: Bus) -> DataLayer | None:

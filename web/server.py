@@ -160,17 +160,22 @@ class ChatServer:
             await self._send_history(local)
 
     async def _send_history(self, local: LocalSession) -> None:
-        """Give a client that resumes a thread its stored history, if the thread is its own."""
+        """Give a client that resumes a thread of its own (see _create) its stored history."""
         layer = data_layer(self.bus)
         if layer is None or local.thread_id is None:
             return
-        owner, history = await layer.history(local.thread_id)
-        mine = local.user.identifier if local.user else None
-        if owner != mine and (owner is not None or self.settings.login_required):
-            log.info("thread %s withheld from session %s: not its owner", local.thread_id, local.id)
-            return
+        _, history = await layer.history(local.thread_id)
         events = [{"event": event, "message": message} for event, message in history]
         await self.sio.emit("thread_history", {"threadId": local.thread_id, "events": events}, to=local.sid)
+
+    async def _may_use_thread(self, thread_id: str, user: User | None) -> bool:
+        """A thread is its first writer's; ownerless threads are anyone's only without login."""
+        layer = data_layer(self.bus)
+        if layer is None:
+            return True
+        exists, owner = await layer.owner(thread_id)
+        mine = user.identifier if user else None
+        return not exists or owner == mine or (owner is None and not self.settings.login_required)
 
     def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
         """The user of the handshake's token (`auth.token`, else the `access_token` cookie)."""
@@ -189,7 +194,12 @@ class ChatServer:
 
     async def _create(self, sid: str, user: User | None, thread_id: Any, resume_token: str) -> LocalSession:
         if not (isinstance(thread_id, str) and _THREAD_ID.fullmatch(thread_id)):
-            thread_id = str(uuid.uuid4()) if self.settings.data_persistence else None
+            thread_id = None
+        elif not await self._may_use_thread(thread_id, user):
+            log.info("thread %s is somebody else's: the new session gets a thread of its own", thread_id)
+            thread_id = None
+        if thread_id is None and self.settings.data_persistence:
+            thread_id = str(uuid.uuid4())
         local = LocalSession(secrets.token_urlsafe(18), sid, user, thread_id)
         await self.bus.registry.create(
             local.id,

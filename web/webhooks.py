@@ -17,7 +17,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from bus import Bus, BusUnavailable, Envelope, Receipt, SessionNotFound, Settings, Target, valid_session_id
+from bus import (
+    Bus,
+    BusUnavailable,
+    Envelope,
+    EnvelopeError,
+    Receipt,
+    SessionNotFound,
+    Settings,
+    Target,
+    valid_session_id,
+)
 from web.auth import SEND_SCOPE, AuthError, token_from_header, verify_jwt
 from web.context import current_bus
 from web.errors import ContextError
@@ -48,6 +58,27 @@ class WebhookMessage(BaseModel):
         if value is not None:
             check_custom_event(value)
         return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _bus_safe(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_metadata(value, depth=0)
+        return value
+
+
+_MAX_METADATA_DEPTH = 8
+
+
+def _check_metadata(value: Any, depth: int) -> None:
+    """Metadata must survive the bus: shallow, and integers within 64 bits."""
+    if depth > _MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata nests deeper than {_MAX_METADATA_DEPTH} levels")
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise ValueError("metadata integers must fit in 64 bits")
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        _check_metadata(item, depth + 1)
 
 
 class WebhookTarget(BaseModel):
@@ -85,7 +116,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         403: f"The token lacks the `{SEND_SCOPE}` scope.",
         404: "Unknown session, or a user with no live sessions.",
         409: "The webhook id was used with a different body, or is still being processed.",
-        413: "The body is larger than SWITCHBOARD_WEBHOOK_MAX_BYTES.",
+        413: "The body is larger than SWITCHBOARD_WEBHOOK_MAX_BYTES, or the message than the bus allows.",
         415: "The body is not `application/json`.",
         422: "The JSON body does not match the message schema.",
         429: "The caller's rate limit (SWITCHBOARD_WEBHOOK_RATE_LIMIT per minute) is used up.",
@@ -155,11 +186,17 @@ async def _handle(request: Request, target: Target) -> JSONResponse:
         settings = bus.settings
         body = await _body(request, settings)
         caller, retry_key = _authenticate(request, body, settings)
-        await _rate_limit(bus, caller)
         message = _parse(body)
-        return await _idempotent(bus, caller, retry_key, body, lambda: _send(bus, target, message))
+
+        async def send() -> tuple[int, dict[str, Any]]:
+            await _rate_limit(bus, caller)  # only new requests count: a replay is answered for free
+            return await _send(bus, target, message)
+
+        return await _idempotent(bus, caller, retry_key, body, send)
     except _Refused as refused:
         return _error(refused)
+    except EnvelopeError as exc:
+        return _error(_Refused(413, "too_large_for_the_bus", str(exc)))
     except BusUnavailable:
         return _error(_Refused(503, "bus_unavailable", "the message bus is unreachable; retry later"))
 
@@ -225,7 +262,7 @@ def _verify_signature(headers: Any, body: bytes, settings: Settings) -> tuple[st
         raise _Refused(400, "missing_header", f"missing {', '.join(missing)}")
     if not _WEBHOOK_ID.fullmatch(msg_id):
         raise _Refused(400, "bad_webhook_id", "webhook-id must be 1-256 visible ASCII characters")
-    if not stamp.isdigit() or len(stamp) > 12:
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
         raise _Refused(400, "bad_timestamp", "webhook-timestamp must be Unix seconds")
     if abs(time.time() - int(stamp)) > settings.webhook_tolerance_seconds:
         raise _Refused(401, "stale_timestamp", "webhook-timestamp is outside the tolerance")
@@ -234,10 +271,11 @@ def _verify_signature(headers: Any, body: bytes, settings: Settings) -> tuple[st
     if not keys:
         raise _Refused(401, "signatures_not_configured", "this server has no webhook secrets")
     signed = f"{msg_id}.{stamp}.".encode() + body
-    for index, key in enumerate(keys):
+    for key in keys:
         expected = hmac.new(key, signed, hashlib.sha256).digest()
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
-            return f"webhook-key:{index}", msg_id
+            # One sender whatever secret verified it: the secrets are rotations of one another.
+            return "webhook-signer", msg_id
     raise _Refused(401, "bad_signature", "no signature matches")
 
 
@@ -263,12 +301,8 @@ def _signature_list(header: str) -> list[bytes]:
 
 
 def _secrets(settings: Settings) -> list[bytes]:
-    keys = []
-    for secret in settings.webhook_secrets:
-        if not secret.startswith("whsec_"):
-            raise ValueError("SWITCHBOARD_WEBHOOK_SECRETS entries must start with whsec_")
-        keys.append(base64.b64decode(secret.removeprefix("whsec_"), validate=True))
-    return keys
+    # Settings.from_env has checked the form of every secret.
+    return [base64.b64decode(secret.removeprefix("whsec_")) for secret in settings.webhook_secrets]
 
 
 async def _rate_limit(bus: Bus, caller: str) -> None:
