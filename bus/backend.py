@@ -8,16 +8,16 @@ from typing import Protocol
 
 #: Called by a backend for every frame on a subscribed channel, in publish order per channel.
 Receiver = Callable[[str, bytes], Awaitable[None]]
-#: Called with True when the subscription is lost (frames may be missed from then on), and with
-#: False once every channel is subscribed again (what was missed is in the session logs).
-Gap = Callable[[bool], Awaitable[None]]
+#: Called once every channel is subscribed again after a lost subscription: frames published
+#: meanwhile were missed (the session logs have them), and later frames are received from now on.
+Restored = Callable[[], Awaitable[None]]
 
 
 class Backend(Protocol):
     #: How many times the subscription connection was lost and re-established.
     reconnects: int
 
-    async def connect(self, receiver: Receiver, gap: Gap) -> None: ...
+    async def connect(self, receiver: Receiver, restored: Restored) -> None: ...
 
     async def disconnect(self) -> None: ...
 

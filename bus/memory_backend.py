@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bus.backend import Gap, Receiver
+from bus.backend import Receiver, Restored
 from bus.envelope import frame, offset_key
 
 _Message = tuple[str, bytes]
@@ -63,7 +63,7 @@ class MemoryBackend:
         self._subscriber: _Subscriber | None = None
         self._drain: asyncio.Task[None] | None = None
 
-    async def connect(self, receiver: Receiver, gap: Gap) -> None:
+    async def connect(self, receiver: Receiver, restored: Restored) -> None:
         queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._subscriber = (asyncio.get_running_loop(), queue)
         self._drain = asyncio.create_task(_drain(queue, receiver), name="switchboard-memory-bus")

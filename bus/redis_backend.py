@@ -15,7 +15,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bus.backend import Gap, Receiver
+from bus.backend import Receiver, Restored
 from bus.envelope import frame
 from bus.errors import BusUnavailable
 
@@ -74,15 +74,15 @@ class RedisBackend:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._receiver: Receiver | None = None
-        self._gap: Gap | None = None
+        self._restored: Restored | None = None
         #: Channels whose re-subscription is not confirmed yet after a reconnect.
         self._restoring: set[str] | None = None
         self._send = self._commands.register_script(_SEND)
         self.reconnects = 0
         self._state = asyncio.Condition()
 
-    async def connect(self, receiver: Receiver, gap: Gap) -> None:
-        self._receiver, self._gap = receiver, gap
+    async def connect(self, receiver: Receiver, restored: Restored) -> None:
+        self._receiver, self._restored = receiver, restored
         async with _available():
             await self._commands.ping()
         confirmed = self._confirmation(self._home)
@@ -192,8 +192,6 @@ class RedisBackend:
                     if message is not None:
                         await self._dispatch(message)
             except _LOST as exc:
-                if self._pubsub is not None and self._gap is not None:
-                    await self._gap(True)
                 self.reconnects += 1
                 await self._set_pubsub(None)
                 log.warning("bus subscription lost (%s); reconnecting in %.2fs", exc, backoff)
@@ -214,8 +212,8 @@ class RedisBackend:
                 self._restoring.discard(name)
                 if not self._restoring:
                     self._restoring = None
-                    assert self._gap is not None
-                    await self._gap(False)
+                    assert self._restored is not None
+                    await self._restored()
             waiters = self._waiters.get(name)
             while waiters:
                 waiter = waiters.popleft()

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
 
-from bus.backend import Backend, Gap
+from bus.backend import Backend, Restored
 from bus.envelope import Envelope, EnvelopeError, Target, offset_key, unframe
 from bus.errors import SessionNotFound
 from bus.memory_backend import MemoryBackend
@@ -67,16 +67,16 @@ class LogBatch:
 class Bus:
     """One process's connection to the bus: `async with Bus() as bus: await bus.send(...)`."""
 
-    def __init__(self, settings: Settings | None = None, *, on_gap: Gap | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, on_restored: Restored | None = None) -> None:
         self.settings = settings or get_settings()
         self.backend = _backend_for(self.settings)
         self.registry = SessionRegistry(self.backend, self.settings)
         self.stats = BusStats()
         self._handlers: dict[str, Handler] = {}
-        self._on_gap = on_gap
+        self._on_restored = on_restored
 
     async def __aenter__(self) -> Bus:
-        await self.backend.connect(self._receive, self._gap)
+        await self.backend.connect(self._receive, self._restored)
         return self
 
     async def __aexit__(
@@ -176,9 +176,9 @@ class Bus:
         self._handlers.pop(channel, None)
         await self.backend.unsubscribe(channel)
 
-    async def _gap(self, open_: bool) -> None:
-        if self._on_gap is not None:
-            await self._on_gap(open_)
+    async def _restored(self) -> None:
+        if self._on_restored is not None:
+            await self._on_restored()
 
     async def _receive(self, channel: str, raw: bytes) -> None:
         # Never raises: one bad message or failing handler must not stop the listener.

@@ -47,7 +47,7 @@ class ChatServer:
     """python-socketio server + bus for one process. `async with server:` runs it."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.bus = Bus(settings, on_gap=self._on_gap)
+        self.bus = Bus(settings, on_restored=self._on_restored)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             # Websocket only: a load balancer without sticky sessions cannot route HTTP long-polling.
@@ -441,10 +441,8 @@ class ChatServer:
                 return replayed
             local.replay_again = False
 
-    async def _on_gap(self, open_: bool) -> None:
+    async def _on_restored(self) -> None:
         """Once a lost bus subscription is back, every session here catches up from its log."""
-        if open_:
-            return  # nothing arrives while the subscription is down; the catch-up covers it
         for local in self._sessions.values():
             self._start_replay(local)
 
