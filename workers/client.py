@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from bus import Bus, Envelope, Receipt, Settings, Target
 from web.context import Context, _worker_bus, current_bus, init_ws_context
 from web.errors import ContextError
-from web.message import Message, client_event
+from web.message import client_event
 from web.protocol import check_custom_event
 
 T = TypeVar("T")
@@ -25,18 +25,26 @@ async def session_context(session_id: str, *, settings: Settings | None = None) 
     Uses this process's chat server bus when it runs one; otherwise connects for the duration.
     Raises SessionNotFound on entry if the session does not exist.
     """
-    async with contextlib.AsyncExitStack() as stack:
-        bus = _worker_bus.get()
-        if bus is None:
-            try:
-                bus = current_bus()[0] if settings is None else None
-            except ContextError:
-                bus = None
-            if bus is None:
-                bus = await stack.enter_async_context(Bus(settings))
-        reset = _worker_bus.set(bus)
-        stack.callback(_worker_bus.reset, reset)
+    bus = _worker_bus.get()
+    if bus is None and settings is None:
+        with contextlib.suppress(ContextError):
+            bus = current_bus()[0]
+    if bus is not None:
+        async with _bound(bus, session_id) as ctx:
+            yield ctx
+    else:
+        async with Client(settings) as client, client.session(session_id) as ctx:
+            yield ctx
+
+
+@contextlib.asynccontextmanager
+async def _bound(bus: Bus, session_id: str) -> AsyncIterator[Context]:
+    """The websocket context of one session, with `bus` as the bus its sends take."""
+    reset = _worker_bus.set(bus)
+    try:
         yield await init_ws_context(session_id)
+    finally:
+        _worker_bus.reset(reset)
 
 
 class Client:
@@ -74,11 +82,8 @@ class Client:
     @contextlib.asynccontextmanager
     async def session(self, session_id: str) -> AsyncIterator[Context]:
         """The websocket context of one session on this client's connection (Message, AskUserMessage)."""
-        reset = _worker_bus.set(self.bus)
-        try:
-            yield await init_ws_context(session_id)
-        finally:
-            _worker_bus.reset(reset)
+        async with _bound(self.bus, session_id) as ctx:
+            yield ctx
 
     async def _send(
         self,
@@ -154,10 +159,7 @@ def send_message(
         raise RuntimeError("send_message() blocks; in async code use `async with session_context(...)`")
 
     async def send() -> Receipt:
-        async with session_context(session_id, settings=settings) as ctx:
-            message = Message(content, author)
-            receipt = await ctx.emit("new_message", message.to_dict())
-            assert receipt is not None
-            return receipt
+        async with Client(settings) as client:
+            return await client.send_to_session(session_id, content, author=author)
 
     return asyncio.run(send())
