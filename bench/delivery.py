@@ -188,6 +188,36 @@ def publisher_batch(publisher: Process, timeout: float) -> Batch:
     return batch
 
 
+async def publish_series(
+    label: str,
+    mode: str,
+    receiver: Receiver,
+    servers: tuple[Replica, Replica],
+    env: dict[str, str],
+    started: list[Process],
+    args: argparse.Namespace,
+    redis_pid: int,
+) -> list[dict[str, Any]]:
+    """Run `series` with a `bench.publisher MODE` process sending to `receiver`'s session.
+
+    `servers` is (the replica holding the socket, the other one); the publisher is stopped after.
+    """
+    argv = [sys.executable, "-m", "bench.publisher", mode, receiver.session_id]
+    publisher = Process(argv, env=env, name=f"{mode}-publisher", stdin=True)
+    started.append(publisher)
+    await asyncio.to_thread(publisher.wait_for_line, "ready")
+    roles = {
+        "redis": redis_pid,
+        "server": servers[0].process.proc.pid,
+        "other": servers[1].process.proc.pid,
+        "publisher": publisher.proc.pid,
+    }
+    rows = await series(label, receiver, publisher_batch(publisher, args.timeout), args, roles)
+    publisher.tell("quit")
+    await publisher.finished(args.timeout)
+    return rows
+
+
 async def stats(replica: Replica) -> dict[str, Any]:
     response = await replica.aget("/stats")
     response.raise_for_status()
@@ -262,21 +292,10 @@ async def switchboard(
         b = replica(started, env, SWITCHBOARD_APP, "replica-b")
         async with clients(a, b) as (receiver, _idle):
             before_a, before_b = await stats(a), await stats(b)
-            args_ = ["-m", "bench.publisher", "switchboard", receiver.session_id]
-            publisher = Process([sys.executable, *args_], env=env, name="publisher", stdin=True)
-            started.append(publisher)
-            await asyncio.to_thread(publisher.wait_for_line, "ready")
-            batch = publisher_batch(publisher, args.timeout)
-            roles = {
-                "redis": redis_pid,
-                "server": a.process.proc.pid,
-                "other": b.process.proc.pid,
-                "publisher": publisher.proc.pid,
-            }
-            rows = await series("b switchboard", receiver, batch, args, roles)
+            rows = await publish_series(
+                "b switchboard", "switchboard", receiver, (a, b), env, started, args, redis_pid
+            )
             after_a, after_b = await stats(a), await stats(b)
-            publisher.tell("quit")
-            await publisher.finished(args.timeout)
     sent = args.warmup + len(rows) * args.repeat * args.n
     fanout = {
         "sent": sent,
@@ -317,21 +336,10 @@ async def peer(
         async with clients(d1, d2) as (receiver, _idle):
             await wait_subscribers(redis_url, channel, 2)
             before = await stats(d2)
-            args_ = ["-m", "bench.publisher", "socketio", receiver.session_id]
-            emitter = Process([sys.executable, *args_], env=env, name="emitter", stdin=True)
-            started.append(emitter)
-            await asyncio.to_thread(emitter.wait_for_line, "ready")
-            batch = publisher_batch(emitter, args.timeout)
-            roles = {
-                "redis": redis_pid,
-                "server": d1.process.proc.pid,
-                "other": d2.process.proc.pid,
-                "publisher": emitter.proc.pid,
-            }
-            rows = await series("d AsyncRedisManager", receiver, batch, args, roles)
+            rows = await publish_series(
+                "d AsyncRedisManager", "socketio", receiver, (d1, d2), env, started, args, redis_pid
+            )
             after = await stats(d2)
-            emitter.tell("quit")
-            await emitter.finished(args.timeout)
     sent = args.warmup + len(rows) * args.repeat * args.n
     return rows, {"sent": sent, "other_replica_received": after["received"] - before["received"]}
 
