@@ -1,19 +1,25 @@
-"""What a bus backend provides: pub/sub, per-session logs appended atomically with the publish,
-and a few expiring-hash operations for the registry."""
+"""What a bus backend provides, in two small contracts, and the backend of a URL, loaded lazily.
+
+A `Transport` moves frames: pub/sub, and the per-session log appended in the same atomic step as the
+publish. A `Store` keeps the registry's expiring hashes, lists, counters and claims. Redis and the
+in-memory bus implement both; a new transport implements `Transport` and reuses a store.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
+from urllib.parse import urlsplit
 
-#: Called by a backend for every frame on a subscribed channel, in publish order per channel.
+#: Called by a transport for every frame on a subscribed channel, in publish order per channel.
 Receiver = Callable[[str, bytes], Awaitable[None]]
 #: Called once every channel is subscribed again after a lost subscription: frames published
 #: meanwhile were missed (the session logs have them), and later frames are received from now on.
 Restored = Callable[[], Awaitable[None]]
 
 
-class Backend(Protocol):
+class Transport(Protocol):
     #: How many times the subscription connection was lost and re-established.
     reconnects: int
 
@@ -59,6 +65,8 @@ class Backend(Protocol):
 
     async def unsubscribe(self, channel: str) -> None: ...
 
+
+class Store(Protocol):
     async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float) -> None:
         """Set fields of the hash at `key` and (re)start its time to live."""
         ...
@@ -88,3 +96,27 @@ class Backend(Protocol):
     async def expire(self, keys: Iterable[str], ttl: float) -> None: ...
 
     async def delete(self, *keys: str) -> None: ...
+
+
+class Backend(Transport, Store, Protocol):
+    """A backend that is both (Redis, memory)."""
+
+
+#: URL scheme -> "module:class"; a backend's module (and its client library) loads on first use.
+_SCHEMES = {
+    "memory": "bus.memory_backend:MemoryBackend",
+    "redis": "bus.redis_backend:RedisBackend",
+    "rediss": "bus.redis_backend:RedisBackend",
+    "unix": "bus.redis_backend:RedisBackend",
+}
+
+
+def open_backend(url: str, home_channel: str) -> Backend:
+    """The backend for `url`; `home_channel` is this process's own channel, subscribed first."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        supported = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ValueError(f"unsupported bus URL scheme {scheme!r}: use one of {supported}")
+    module, _, name = _SCHEMES[scheme].partition(":")
+    backend: Backend = getattr(importlib.import_module(module), name)(url, home_channel)
+    return backend

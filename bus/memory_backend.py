@@ -59,7 +59,7 @@ _hub = _Hub()
 class MemoryBackend:
     reconnects = 0
 
-    def __init__(self) -> None:
+    def __init__(self, url: str = "memory://", home_channel: str = "") -> None:
         self._subscriber: _Subscriber | None = None
         self._drain: asyncio.Task[None] | None = None
 

@@ -203,10 +203,10 @@ async def test_the_log_lives_exactly_as_long_as_the_session(bus: Bus, redis_url:
     await session_exists(bus)
     await bus.send(envelope("kept"))
     admin = redis.Redis.from_url(redis_url)
-    log_key = bus.registry.log_key(SESSION)
+    log_key = bus.keys.session_log(SESSION)
     await admin.pexpire(log_key, 1000)  # as if the last heartbeat were long ago
     await bus.registry.detach(SESSION, b"", "0-0")
     grace_ms = bus.settings.session_grace_seconds * 1000
     assert grace_ms - 5000 < await admin.pttl(log_key) <= grace_ms
-    assert grace_ms - 5000 < await admin.pttl(bus.registry.key(SESSION)) <= grace_ms
+    assert grace_ms - 5000 < await admin.pttl(bus.keys.session(SESSION)) <= grace_ms
     await admin.aclose()

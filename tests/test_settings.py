@@ -3,6 +3,7 @@ import base64
 import pytest
 
 from bus import Settings
+from web import webhook_router
 
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
@@ -46,11 +47,23 @@ def test_secrets_stay_out_of_the_repr() -> None:
         ("REQUIRE_LOGIN", "maybe", "true or false"),
         ("REPLICA_ID", "x" * 200, "REPLICA_ID"),
         ("REPLICA_ID", "has space", "REPLICA_ID"),
-        ("WEBHOOK_SECRETS", "not-whsec", "whsec_"),
-        ("WEBHOOK_SECRETS", "whsec_!!!", "whsec_"),
-        ("WEBHOOK_SECRETS", "whsec_" + base64.b64encode(b"short").decode(), "24-64 bytes"),
     ],
 )
 def test_bad_values_fail_loudly_naming_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env({f"SWITCHBOARD_{name}": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not-whsec", "whsec_"),
+        ("whsec_!!!", "whsec_"),
+        ("whsec_" + base64.b64encode(b"short").decode(), "24-64 bytes"),
+    ],
+)
+def test_bad_webhook_secrets_stop_the_start(value: str, message: str) -> None:
+    """Checked when the webhook router is built, i.e. when the app module is imported."""
+    settings = Settings.from_env({"SWITCHBOARD_WEBHOOK_SECRETS": value})
+    with pytest.raises(ValueError, match=message):
+        webhook_router(settings=settings)

@@ -1,17 +1,43 @@
-"""The Switchboard chat runtime: mount a chat module on FastAPI and reach its sessions from anywhere."""
+"""The Switchboard chat runtime: mount a chat module on FastAPI and reach its sessions from anywhere.
+
+The names that need FastAPI or python-socketio (`mount_app`, `ChatServer`, `authenticate_user`,
+`webhook_router`) load on first use, so workers that only send import neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from web.ask import AskUserMessage
-from web.auth import SEND_SCOPE, AuthError, authenticate_user, create_jwt, verify_jwt
+from web.auth import SEND_SCOPE, AuthError, create_jwt, verify_jwt
 from web.callbacks import on_chat_end, on_chat_start, on_message
 from web.context import Context, get_context, init_http_context, init_ws_context, user_session
 from web.data import BusDataLayer, DataLayer
 from web.errors import ContextError, SessionDataUnavailable, SessionForbidden, SessionNotFound
 from web.message import Message
-from web.mount import mount_app
-from web.server import ChatServer
 from web.session import WebsocketSession
 from web.user import User
-from web.webhooks import webhook_router
+
+if TYPE_CHECKING:
+    from web.http import authenticate_user
+    from web.mount import mount_app
+    from web.server import ChatServer
+    from web.webhooks import webhook_router
+
+_LAZY = {
+    "ChatServer": "web.server",
+    "authenticate_user": "web.http",
+    "mount_app": "web.mount",
+    "webhook_router": "web.webhooks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'web' has no attribute {name!r}")
+
 
 __all__ = [
     "SEND_SCOPE",

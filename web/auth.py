@@ -6,12 +6,13 @@ import hashlib
 import secrets
 import time
 from collections.abc import Mapping
+from http.cookies import SimpleCookie
 from typing import Any, Literal
 
 import jwt
-from fastapi import HTTPException, Request
 
-from bus import Settings, get_settings
+from bus import Settings
+from web import runtime
 from web.user import User
 
 ALGORITHM = "HS256"
@@ -102,7 +103,7 @@ def create_jwt(
     settings: Settings | None = None,
 ) -> str:
     """Sign a token for `user` (or, with `scope`, for a service principal such as a worker)."""
-    settings = settings or get_settings()
+    settings = settings or runtime.settings()
     secret = _signing_secret(settings)
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -124,7 +125,7 @@ def create_jwt(
 
 def verify_jwt(token: object, settings: Settings | None = None) -> User:
     """Verify a token and return its user; raises AuthError and nothing else."""
-    settings = settings or get_settings()
+    settings = settings or runtime.settings()
     if settings.auth_secret is None:
         raise AuthError("not_configured")
     if not isinstance(token, str) or not token:
@@ -188,19 +189,16 @@ def token_from_header(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate_user(request: Request) -> User:
-    """FastAPI dependency: the user of the request's bearer token (or `access_token` cookie)."""
-    try:
-        header = request.headers.get("authorization")
-        cookie = request.cookies.get("access_token")
-        token = token_from_header(header) if header or not cookie else cookie
-        return verify_jwt(token)
-    except AuthError as exc:
-        raise HTTPException(
-            status_code=401,
-            detail={"error": "invalid_token", "reason": exc.reason, "message": exc.message},
-            headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'},
-        ) from None
+def handshake_token(environ: Mapping[str, Any], auth: Mapping[str, Any]) -> object:
+    """The token a socket handshake presents: `auth.token` (bare or `Bearer ...`), else the
+    `access_token` cookie."""
+    token = auth.get("token")
+    if not token:
+        cookies = SimpleCookie(environ.get("HTTP_COOKIE", ""))
+        return cookies["access_token"].value if "access_token" in cookies else None
+    if isinstance(token, str) and token.lower().startswith("bearer "):
+        return token[7:].strip()
+    return token
 
 
 def new_secret() -> str:

@@ -3,66 +3,83 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Generator
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
-from bus import Bus, Receipt, get_settings
-from web.data import HISTORY_EVENTS, data_layer
+from bus import Receipt
+from web import runtime
+from web.data import data_layer
 from web.errors import ContextError, SessionDataUnavailable
+from web.protocol import kept_in_history
 from web.session import WebsocketSession
 from web.user import User
 
-if TYPE_CHECKING:
-    from web.server import ChatServer
 
-
-@dataclass(frozen=True, slots=True)
 class Context:
-    #: None in an HTTP context: sends succeed and reach no socket.
-    session: WebsocketSession | None
-    user: User | None
-    thread_id: str | None
+    """The current chat context. Awaiting it checks its session (see `init_ws_context`)."""
+
+    __slots__ = ("_acting", "_checked", "_thread_id", "_user", "session")
+
+    def __init__(
+        self,
+        session: WebsocketSession | None,
+        user: User | None = None,
+        thread_id: str | None = None,
+        *,
+        acting: User | None = None,
+    ) -> None:
+        #: None in an HTTP context: sends succeed and reach no socket.
+        self.session = session
+        self._user, self._thread_id, self._acting = user, thread_id, acting
+        self._checked = session is None
+
+    @property
+    def user(self) -> User | None:
+        return self.session.user if self.session is not None else self._user
+
+    @property
+    def thread_id(self) -> str | None:
+        return self.session.thread_id if self.session is not None else self._thread_id
+
+    def __await__(self) -> Generator[Any, None, Context]:
+        return self.ready().__await__()
+
+    async def ready(self) -> Context:
+        """Look the session up and check the acting user (once); SessionNotFound, SessionForbidden."""
+        if not self._checked and self.session is not None:
+            await self.session.resolve()
+            if self._acting is not None:
+                self.session.authorize(self._acting)
+            self._checked = True
+        return self
 
     async def emit(self, event: str, payload: dict[str, Any]) -> Receipt | None:
         """Send a client event; returns the receipt (None in an HTTP context: no socket)."""
+        await self.ready()
         receipt = await self.session.emit(event, payload) if self.session is not None else None
-        if self.thread_id is not None and event in HISTORY_EVENTS:
-            bus = self.session.bus if self.session is not None else current_bus()[0]
-            if (layer := data_layer(bus)) is not None:
+        if self.thread_id is not None and kept_in_history(event):
+            if (layer := data_layer(runtime.current().bus)) is not None:
                 owner = self.user.identifier if self.user is not None else None
                 await layer.append(self.thread_id, event, payload, owner)
         return receipt
 
 
 _context: ContextVar[Context | None] = ContextVar("switchboard_context", default=None)
-#: The bus of a worker's `session_context`, for processes without a mounted chat server.
-_worker_bus: ContextVar[Bus | None] = ContextVar("switchboard_worker_bus", default=None)
-_server: ChatServer | None = None
-
-
-def current_bus() -> tuple[Bus, ChatServer | None]:
-    """The bus this code should use, and the chat server of this process if it runs one."""
-    if (bus := _worker_bus.get()) is not None:
-        server = _server if _server is not None and _server.bus is bus else None
-        return bus, server
-    if _server is not None and _server.serves_this_loop():
-        return _server.bus, _server
-    raise ContextError(
-        "no bus here: mount the chat app with mount_app() and let the app start, "
-        "or use `async with workers.session_context(session_id)` in a worker"
-    )
 
 
 def get_context() -> Context:
     ctx = _context.get()
     if ctx is None:
-        raise ContextError(
-            "no chat context: call init_http_context() or `await init_ws_context(session)` first"
-        )
+        raise ContextError("no chat context: call init_http_context() or init_ws_context(session) first")
     return ctx
+
+
+async def ready_context() -> Context:
+    """The current context, its session looked up: what a send starts with."""
+    return await get_context().ready()
 
 
 def init_http_context(user: User | None = None, thread_id: str | None = None) -> Context:
@@ -70,26 +87,26 @@ def init_http_context(user: User | None = None, thread_id: str | None = None) ->
 
     With data persistence on, they are stored in thread `thread_id` (a new thread if None).
     """
-    if thread_id is None and get_settings().data_persistence:
+    if thread_id is None and runtime.settings().data_persistence:
         thread_id = str(uuid.uuid4())
-    ctx = Context(session=None, user=user, thread_id=thread_id)
+    ctx = Context(None, user, thread_id)
     _context.set(ctx)
     return ctx
 
 
-async def init_ws_context(session_or_id: WebsocketSession | str, *, user: User | None = None) -> Context:
-    """Enter the context of one websocket session, wherever its socket is (awaited: it may look it up).
+def init_ws_context(session_or_id: WebsocketSession | str, user: User | None = None) -> Context:
+    """Enter the context of one websocket session, wherever its socket is.
 
+    Works called plainly, as in Chainlit, or awaited: the context is entered at once; the session is
+    looked up when the result is awaited or, at the latest, at the first send (SessionNotFound, 404).
     Pass the acting `user` (e.g. from `authenticate_user`) to refuse, with SessionForbidden (403),
-    sending to somebody else's session.
+    sending to somebody else's session; that check holds whether or not the call was awaited.
     """
     if isinstance(session_or_id, str):
-        session = await WebsocketSession.get_by_id(session_or_id, user=user)
+        session = WebsocketSession.get_by_id(session_or_id)
     else:
         session = session_or_id
-        if user is not None:
-            session.authorize(user)
-    ctx = Context(session=session, user=session.user, thread_id=session.thread_id)
+    ctx = Context(session, acting=user)
     _context.set(ctx)
     return ctx
 
@@ -123,14 +140,15 @@ class _UserSession:
         if not _str_keys(value):
             raise TypeError(f"user_session value for {key!r} has a dict with non-string keys")
         ctx = get_context()
-        data = self._data(ctx, key)
-        data[key] = value
-        assert ctx.session is not None and ctx.session.server is not None
-        ctx.session.server.data_changed(ctx.session.id)
+        self._data(ctx, key)[key] = value
+        server = runtime.current().server
+        assert ctx.session is not None and server is not None
+        server.data_changed(ctx.session.id)
 
     @staticmethod
     def _data(ctx: Context, key: str) -> dict[str, Any]:
-        local = ctx.session.local() if ctx.session else None
+        server = runtime.current().server if ctx.session is not None else None
+        local = server.local(ctx.session.id) if server is not None and ctx.session is not None else None
         if local is None:
             raise SessionDataUnavailable(key)
         return local.data

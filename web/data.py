@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import uuid
 from typing import Any, Protocol
 
 import msgpack
 
 from bus import Bus
 
-#: The events a thread history keeps; replaying them in order rebuilds the conversation.
-HISTORY_EVENTS = frozenset({"new_message", "update_message", "delete_message"})
+log = logging.getLogger("switchboard.web")
+
 #: A thread's history and owner expire after this long without a new message.
 THREAD_TTL_SECONDS = 30 * 24 * 3600.0
 
@@ -34,33 +37,57 @@ class BusDataLayer:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
 
-    def _key(self, thread_id: str, part: str) -> str:
-        return f"{self._bus.settings.key_prefix}:thread:{{{thread_id}}}:{part}"
-
     async def append(self, thread_id: str, event: str, message: dict[str, Any], owner: str | None) -> None:
-        backend = self._bus.backend
-        await backend.claim(self._key(thread_id, "owner"), (owner or "").encode(), THREAD_TTL_SECONDS)
+        store, keys = self._bus.store, self._bus.keys
+        owner_key, history_key = keys.thread_owner(thread_id), keys.thread_history(thread_id)
+        await store.claim(owner_key, (owner or "").encode(), THREAD_TTL_SECONDS)
         value = msgpack.packb([event, message])
-        await backend.list_append(
-            self._key(thread_id, "history"), value, self._bus.settings.thread_history_length
-        )
-        await backend.expire(
-            [self._key(thread_id, "owner"), self._key(thread_id, "history")], THREAD_TTL_SECONDS
-        )
+        await store.list_append(history_key, value, self._bus.settings.thread_history_length)
+        await store.expire([owner_key, history_key], THREAD_TTL_SECONDS)
 
     async def history(self, thread_id: str) -> tuple[str | None, list[tuple[str, dict[str, Any]]]]:
         _, owner = await self.owner(thread_id)
         events = []
-        for item in await self._bus.backend.list_items(self._key(thread_id, "history")):
+        for item in await self._bus.store.list_items(self._bus.keys.thread_history(thread_id)):
             event, message = msgpack.unpackb(item, raw=False, strict_map_key=True)
             events.append((event, message))
         return owner, events
 
     async def owner(self, thread_id: str) -> tuple[bool, str | None]:
-        found = await self._bus.backend.get(self._key(thread_id, "owner"))
+        found = await self._bus.store.get(self._bus.keys.thread_owner(thread_id))
         return found is not None, (found.decode() or None) if found else None
 
 
 def data_layer(bus: Bus) -> DataLayer | None:
     """The data layer for `bus`, or None when data persistence is off."""
     return BusDataLayer(bus) if bus.settings.data_persistence else None
+
+
+_THREAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+async def choose_thread(bus: Bus, requested: object, user: str | None) -> str | None:
+    """The thread of a new session: the one the client asked for if it may use it, else a new one
+    (with data persistence on) or none.
+
+    A thread is its first writer's; ownerless threads are anyone's only without login.
+    """
+    thread_id = requested if isinstance(requested, str) and _THREAD_ID.fullmatch(requested) else None
+    layer = data_layer(bus)
+    if thread_id is not None and layer is not None:
+        exists, owner = await layer.owner(thread_id)
+        if exists and owner != user and not (owner is None and not bus.settings.login_required):
+            log.info("thread %s is somebody else's: the new session gets a thread of its own", thread_id)
+            thread_id = None
+    if thread_id is None and bus.settings.data_persistence:
+        thread_id = str(uuid.uuid4())
+    return thread_id
+
+
+async def thread_history(bus: Bus, thread_id: str) -> dict[str, Any] | None:
+    """The `thread_history` payload for a client resuming a thread of its own, or None."""
+    layer = data_layer(bus)
+    if layer is None:
+        return None
+    _, history = await layer.history(thread_id)
+    return {"threadId": thread_id, "events": [{"event": e, "message": m} for e, m in history]}

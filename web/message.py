@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from web.context import _context, get_context
+from web.context import _context, ready_context
 
 
 class Message:
@@ -36,9 +36,11 @@ class Message:
     def to_dict(self, thread_id: str | None = None) -> dict[str, Any]:
         """The client's message dict; `threadId` comes from the current context unless given."""
         ctx = _context.get()
+        if thread_id is None and ctx is not None and (ctx.session is None or ctx.session.resolved):
+            thread_id = ctx.thread_id
         return {
             "id": self.id,
-            "threadId": thread_id or (ctx.thread_id if ctx is not None else None),
+            "threadId": thread_id,
             "parentId": self.parent_id,
             "createdAt": self.created_at,
             "output": self.content,
@@ -51,29 +53,33 @@ class Message:
 
     async def send(self) -> Message:
         """Show the message (`new_message`), or finish a stream (`update_message`)."""
+        ctx = await ready_context()
         if self.streaming:
             self.streaming = False
-            await get_context().emit("update_message", self.to_dict())
+            await ctx.emit("update_message", self.to_dict())
         else:
-            await get_context().emit("new_message", self.to_dict())
+            await ctx.emit("new_message", self.to_dict())
         return self
 
     async def update(self) -> Message:
-        await get_context().emit("update_message", self.to_dict())
+        ctx = await ready_context()
+        await ctx.emit("update_message", self.to_dict())
         return self
 
     async def remove(self) -> None:
-        await get_context().emit("delete_message", self.to_dict())
+        ctx = await ready_context()
+        await ctx.emit("delete_message", self.to_dict())
 
     async def stream_token(self, token: str, is_sequence: bool = False) -> None:
         """Append `token` (or replace the content, if `is_sequence`); the first one starts the stream."""
+        ctx = await ready_context()
         self.content = token if is_sequence else self.content + token
         if not self.streaming:
             self.streaming = True
-            await get_context().emit("stream_start", self.to_dict())
+            await ctx.emit("stream_start", self.to_dict())
             return
         payload = {"id": self.id, "token": token, "isSequence": is_sequence, "isInput": False}
-        await get_context().emit("stream_token", payload)
+        await ctx.emit("stream_token", payload)
 
 
 def client_event(

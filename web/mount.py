@@ -10,29 +10,31 @@ from pathlib import Path
 from typing import Any
 
 import socketio
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from web.errors import SessionForbidden, SessionNotFound
+from bus import Settings, get_settings
+from web.http import add_session_error_handlers
 from web.page import serve_page
 from web.server import ChatServer
 
 
-def mount_app(app: FastAPI, target: str | Path, path: str = "/chat") -> ChatServer:
+def mount_app(
+    app: FastAPI, target: str | Path, path: str = "/chat", *, settings: Settings | None = None
+) -> ChatServer:
     """Load the chat module at `target` (a .py file) and serve its socket at `{path}/ws/socket.io`.
 
     The parent app's routes are left alone; the bus starts and stops with the parent's lifespan.
+    `settings` default to the SWITCHBOARD_ environment; auth and webhooks use the same instance.
     """
     path = path.rstrip("/")
     if path and not path.startswith("/"):
         raise ValueError(f"path must start with '/' or be empty, got {path!r}")
     _load_chat_module(Path(target))
-    server = ChatServer()
+    server = ChatServer(settings or get_settings())
     # Only the socket prefix is mounted, so a chat app at path="" does not shadow the parent's routes.
     app.mount(f"{path}/ws/socket.io", socketio.ASGIApp(server.sio, socketio_path=None))
     serve_page(app, path)  # the chat page at {path}/, only where the parent has no route of its own
-    app.add_exception_handler(SessionNotFound, _session_not_found)
-    app.add_exception_handler(SessionForbidden, _session_forbidden)
+    add_session_error_handlers(app)
     parent_lifespan = app.router.lifespan_context
 
     # Starlette never runs the lifespan of a mounted app, so the server rides on the parent's.
@@ -58,19 +60,3 @@ def _load_chat_module(target: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-
-
-async def _session_not_found(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, SessionNotFound)
-    return JSONResponse(
-        status_code=404,
-        content={"detail": "session not found", "sessionId": exc.session_id},
-    )
-
-
-async def _session_forbidden(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, SessionForbidden)
-    return JSONResponse(
-        status_code=403,
-        content={"detail": "not allowed to send to this session", "sessionId": exc.session_id},
-    )

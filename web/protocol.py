@@ -1,49 +1,94 @@
-"""Event names of the client protocol that the runtime treats specially (docs/protocol.md)."""
+"""Every event name of the client protocol, in one table (docs/protocol.md describes each one).
+
+To add a client event, add a row here; the runtime reads whether it is logged and kept in history from
+this table, and every name in it is refused as a custom event from a worker or a webhook.
+"""
+
+from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
-#: Not appended to the session log: token bursts and activity markers. The end state of a stream
-#: is always durable, because `Message.send()` after streaming emits `update_message`.
-EPHEMERAL_EVENTS = frozenset({"stream_token", "task_start", "task_end", "ask_timeout", "clear_ask"})
+Sender = Literal["bus", "replica", "client", "socketio", "internal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    #: Who emits it: `bus` (sent to a session through its channel, from any process), `replica`
+    #: (emitted by the replica holding the socket), `client` (client to server), `socketio`
+    #: (reserved by Socket.IO itself), `internal` (travels between processes only).
+    sender: Sender
+    #: Appended to the session log, so a resume replays it (durable, with an `offset`).
+    logged: bool = False
+    #: Kept in the thread history (data persistence); replaying these rebuilds the conversation.
+    history: bool = False
+
+
+EVENTS: dict[str, Event] = {
+    e.name: e
+    for e in (
+        # Sent through the bus to one session, from the replica holding it or from anywhere else.
+        Event("new_message", "bus", logged=True, history=True),
+        Event("update_message", "bus", logged=True, history=True),
+        Event("delete_message", "bus", logged=True, history=True),
+        Event("stream_start", "bus", logged=True),
+        # Token bursts and activity markers are not logged; the end of a stream is a durable update.
+        Event("stream_token", "bus"),
+        Event("task_start", "bus"),
+        Event("task_end", "bus"),
+        # A question is kept in the session's open questions instead of its log (re-asked on resume).
+        Event("ask", "bus"),
+        Event("ask_timeout", "bus"),
+        Event("clear_ask", "bus"),
+        # Emitted by the replica holding the socket.
+        Event("session", "replica"),
+        Event("session_replaced", "replica"),
+        Event("replay_truncated", "replica"),
+        Event("replayed", "replica"),
+        Event("thread_history", "replica"),
+        # From the client.
+        Event("connection_successful", "client"),
+        Event("client_message", "client"),
+        Event("ack", "client"),
+        # Socket.IO's own.
+        Event("connect", "socketio"),
+        Event("connect_error", "socketio"),
+        Event("disconnect", "socketio"),
+        Event("disconnecting", "socketio"),
+        Event("newListener", "socketio"),
+        Event("removeListener", "socketio"),
+        # Between processes only: an answer on a question's reply channel.
+        Event("answer", "internal"),
+    )
+}
+
+ASK = "ask"
+ANSWER = "answer"
 
 #: Envelope events starting with this are for replicas, never forwarded to a client.
 CONTROL_PREFIX = "switchboard:"
 TAKEOVER = CONTROL_PREFIX + "takeover"
 
-#: A question for the user; kept in the session's open questions instead of its log (re-asked on resume).
-ASK = "ask"
-
-#: Events that are published without being appended to the session log.
-UNLOGGED_EVENTS = EPHEMERAL_EVENTS | {ASK}
-
-#: Events with a meaning in the protocol: a webhook or worker cannot send them as custom events.
-RESERVED_EVENTS = frozenset(
-    {
-        "session",
-        "session_replaced",
-        "replay_truncated",
-        "replayed",
-        "thread_history",
-        "stream_start",
-        "stream_token",
-        "update_message",
-        "delete_message",
-        "task_start",
-        "task_end",
-        "ask",
-        "ask_timeout",
-        "clear_ask",
-        "connect",
-        "disconnect",
-        "connect_error",
-    }
-)
 _CUSTOM_EVENT = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
+def logged(event: str) -> bool:
+    """Whether a send of `event` to a session is durable; custom events are."""
+    spec = EVENTS.get(event)
+    return spec.logged if spec is not None else True
+
+
+def kept_in_history(event: str) -> bool:
+    spec = EVENTS.get(event)
+    return spec is not None and spec.history
+
+
 def check_custom_event(event: str) -> None:
-    """Raise ValueError unless `event` may be sent as a custom client event."""
-    if not _CUSTOM_EVENT.fullmatch(event) or event in RESERVED_EVENTS:
+    """Raise ValueError unless `event` may be sent as a custom client event (worker, webhook)."""
+    if not _CUSTOM_EVENT.fullmatch(event) or event in EVENTS:
         raise ValueError(
-            f"custom event {event!r} must match [a-z][a-z0-9_.-]{{0,63}} and not be a protocol event"
+            f"custom event {event!r} must match [a-z][a-z0-9_.-]{{0,63}} and not be a protocol event "
+            "(docs/protocol.md lists them)"
         )

@@ -1,88 +1,98 @@
-"""Sessions: the address of one chat socket, held by some replica, reachable from any process."""
+"""Sessions by address: one chat socket, held by some replica, reachable from any process."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator
+from typing import Any
 
-from bus import Bus, Envelope, Receipt, Target
-from web.errors import SessionForbidden, SessionNotFound
-from web.protocol import CONTROL_PREFIX, UNLOGGED_EVENTS
+from bus import Envelope, Receipt, SessionNotFound, Target
+from web import runtime
+from web.auth import SEND_SCOPE
+from web.errors import ContextError, SessionForbidden
+from web.protocol import CONTROL_PREFIX, logged
 from web.user import User
 
-if TYPE_CHECKING:
-    from web.server import ChatServer
 
-
-@dataclass(slots=True)
-class LocalSession:
-    """A session whose socket this process holds."""
-
-    id: str
-    sid: str
-    user: User | None
-    thread_id: str | None
-    data: dict[str, Any] = field(default_factory=dict)
-    started: bool = False
-    #: Set when a newer connection resumed the session: this socket closes without ending it.
-    replaced: bool = False
-    #: Highest log offset emitted to this socket; durable envelopes at or below it are duplicates.
-    last_offset: str = "0-0"
-    #: Highest offset the client acknowledged: where a resume without `lastOffset` starts.
-    acked: str = "0-0"
-    #: While the log is being replayed (or a gap is open), live envelopes wait here, in order.
-    pending: list[tuple[Envelope, str]] | None = None
-    #: A replay task is running for this session.
-    replaying: bool = False
-    #: A gap opened during a replay: read the log once more before going live.
-    replay_again: bool = False
-    #: Correlation ids of the questions shown on this socket.
-    asked: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True, slots=True)
 class WebsocketSession:
-    """A session by address: `emit` reaches its socket on whichever replica holds it."""
+    """A session by id. `emit` reaches its socket on whichever replica holds it.
 
-    id: str
-    user: User | None
-    thread_id: str | None
-    bus: Bus
-    server: ChatServer | None
+    `WebsocketSession.get_by_id(id)` returns at once, as Chainlit's does; the session is looked up
+    when the handle is awaited (`await WebsocketSession.get_by_id(id)`) or, at the latest, at the
+    first send, which raises SessionNotFound (404) for an unknown or expired session.
+    """
+
+    __slots__ = ("_acting", "_thread_id", "_user", "id", "resolved")
+
+    def __init__(
+        self,
+        session_id: str,
+        user: User | None = None,
+        thread_id: str | None = None,
+        *,
+        resolved: bool = True,
+        acting: User | None = None,
+    ) -> None:
+        self.id = session_id
+        self._user = user
+        self._thread_id = thread_id
+        #: Whether the session was found (its user and thread are known).
+        self.resolved = resolved
+        self._acting = acting
 
     @classmethod
-    async def get_by_id(cls, session_id: str, *, user: User | None = None) -> WebsocketSession:
-        """Look a session up on this process or in the registry; raises SessionNotFound.
+    def get_by_id(cls, session_id: str, *, user: User | None = None) -> WebsocketSession:
+        """The session `session_id`; await it to look it up now (SessionNotFound, SessionForbidden).
 
-        With `user`, also raises SessionForbidden unless the session is that user's or the
-        user holds the `sessions:send` scope (a service principal).
+        With `user`, sends are refused with SessionForbidden (403) unless the session is that user's
+        or the user holds the `sessions:send` scope (a service principal).
         """
-        from web.context import current_bus
-
-        bus, server = current_bus()
+        session = cls(session_id, resolved=False, acting=user)
+        server = runtime.current().server  # ContextError here, not later, when there is no bus
         if server is not None and (local := server.local(session_id)) is not None:
-            session = cls(session_id, local.user, local.thread_id, bus, server)
-        else:
-            record = await bus.registry.get(session_id)
-            if record is None:
-                raise SessionNotFound(session_id)
-            owner = User.from_dict(record.user) if record.user else None
-            session = cls(session_id, owner, record.thread_id, bus, server)
-        if user is not None:
-            session.authorize(user)
+            session._found(local.user, local.thread_id)
         return session
+
+    def __await__(self) -> Generator[Any, None, WebsocketSession]:
+        return self.resolve().__await__()
+
+    async def resolve(self) -> WebsocketSession:
+        """Look the session up (once) and check the acting user; returns the session."""
+        if not self.resolved:
+            record = await runtime.current().bus.registry.get(self.id)
+            if record is None:
+                raise SessionNotFound(self.id)
+            self._found(User.from_dict(record.user) if record.user else None, record.thread_id)
+        return self
+
+    def _found(self, user: User | None, thread_id: str | None) -> None:
+        self._user, self._thread_id, self.resolved = user, thread_id, True
+        if self._acting is not None:
+            self.authorize(self._acting)
+
+    @property
+    def user(self) -> User | None:
+        """The user the session belongs to (None without login)."""
+        self._require_resolved("user")
+        return self._user
+
+    @property
+    def thread_id(self) -> str | None:
+        self._require_resolved("thread_id")
+        return self._thread_id
+
+    def _require_resolved(self, what: str) -> None:
+        if not self.resolved:
+            raise ContextError(
+                f"the session's {what} is known once it is looked up: "
+                "`await WebsocketSession.get_by_id(...)` or `await init_ws_context(...)` first"
+            )
 
     def authorize(self, user: User) -> None:
         """Raise SessionForbidden unless `user` may send to this session."""
-        from web.auth import SEND_SCOPE
-
         if SEND_SCOPE in user.scopes:
             return
-        if self.user is None or self.user.identifier != user.identifier:
+        if self._user is None or self._user.identifier != user.identifier:
             raise SessionForbidden(self.id)
-
-    def local(self) -> LocalSession | None:
-        return self.server.local(self.id) if self.server is not None else None
 
     async def emit(self, event: str, payload: dict[str, Any]) -> Receipt:
         """Send a client event through the session's log and channel; SessionNotFound if expired.
@@ -92,5 +102,10 @@ class WebsocketSession:
         """
         if event.startswith(CONTROL_PREFIX):
             raise ValueError(f"event names starting with {CONTROL_PREFIX!r} are reserved")
-        envelope = Envelope(Target.session(self.id), event, payload, self.bus.settings.replica_id)
-        return await self.bus.send(envelope, durable=event not in UNLOGGED_EVENTS)
+        await self.resolve()
+        bus = runtime.current().bus
+        envelope = Envelope(Target.session(self.id), event, payload, bus.settings.replica_id)
+        return await bus.send(envelope, durable=logged(event))
+
+    def __repr__(self) -> str:
+        return f"WebsocketSession({self.id!r})"

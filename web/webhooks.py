@@ -3,10 +3,7 @@ session, a user, or everyone. Retries are idempotent; every bad input gets a pre
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import json
 import re
 import time
@@ -28,11 +25,14 @@ from bus import (
     Target,
     valid_session_id,
 )
+from web import runtime
 from web.auth import SEND_SCOPE, AuthError, token_from_header, verify_jwt
-from web.context import current_bus
 from web.errors import ContextError
 from web.message import client_event
 from web.protocol import check_custom_event
+from web.signatures import SignatureError, secret_keys, sign, verify
+
+__all__ = ["WebhookMessage", "sign", "webhook_router"]
 
 _WEBHOOK_ID = re.compile(r"[\x21-\x7e]{1,256}")
 _MAX_IDENTIFIER = 256
@@ -141,8 +141,13 @@ _OPENAPI: dict[str, Any] = {
 }
 
 
-def webhook_router(prefix: str = "/hooks") -> APIRouter:
-    """An APIRouter with the three webhook endpoints; `app.include_router(webhook_router())`."""
+def webhook_router(prefix: str = "/hooks", settings: Settings | None = None) -> APIRouter:
+    """An APIRouter with the three webhook endpoints; `app.include_router(webhook_router())`.
+
+    Checks the form of SWITCHBOARD_WEBHOOK_SECRETS now (ValueError), so a bad one stops the start.
+    Requests use the settings of the running chat server (pass the same `settings` as to mount_app).
+    """
+    secret_keys((settings or runtime.settings()).webhook_secrets)
     router = APIRouter(prefix=prefix, tags=["webhooks"])
     common: dict[str, Any] = {
         "status_code": 202,
@@ -180,7 +185,7 @@ def webhook_router(prefix: str = "/hooks") -> APIRouter:
 async def _handle(request: Request, target: Target) -> JSONResponse:
     try:
         try:
-            bus = current_bus()[0]
+            bus = runtime.current().bus
         except ContextError:
             raise _Refused(503, "bus_unavailable", "the chat server is not running") from None
         settings = bus.settings
@@ -266,43 +271,12 @@ def _verify_signature(headers: Any, body: bytes, settings: Settings) -> tuple[st
         raise _Refused(400, "bad_timestamp", "webhook-timestamp must be Unix seconds")
     if abs(time.time() - int(stamp)) > settings.webhook_tolerance_seconds:
         raise _Refused(401, "stale_timestamp", "webhook-timestamp is outside the tolerance")
-    offered = _signature_list(signatures)
-    keys = _secrets(settings)
-    if not keys:
-        raise _Refused(401, "signatures_not_configured", "this server has no webhook secrets")
-    signed = f"{msg_id}.{stamp}.".encode() + body
-    for key in keys:
-        expected = hmac.new(key, signed, hashlib.sha256).digest()
-        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
-            # One sender whatever secret verified it: the secrets are rotations of one another.
-            return "webhook-signer", msg_id
-    raise _Refused(401, "bad_signature", "no signature matches")
-
-
-def _signature_list(header: str) -> list[bytes]:
-    """The v1 signatures of a `webhook-signature` header (space-separated `v1,<base64>`)."""
-    entries = header.split()
-    if not entries or len(entries) > 16:
-        raise _Refused(400, "bad_signature_header", "webhook-signature must list 1-16 signatures")
-    found = []
-    for entry in entries:
-        version, comma, encoded = entry.partition(",")
-        if not comma or not version or not encoded:
-            raise _Refused(400, "bad_signature_header", "each signature must be `<version>,<base64>`")
-        if version != "v1":
-            continue  # other schemes (e.g. v1a) are not ours to check
-        try:
-            found.append(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError):
-            raise _Refused(400, "bad_signature_header", "a v1 signature is not valid base64") from None
-    if not found:
-        raise _Refused(401, "bad_signature", "no v1 signature offered")
-    return found
-
-
-def _secrets(settings: Settings) -> list[bytes]:
-    # Settings.from_env has checked the form of every secret.
-    return [base64.b64decode(secret.removeprefix("whsec_")) for secret in settings.webhook_secrets]
+    try:
+        verify(secret_keys(settings.webhook_secrets), signatures, msg_id, stamp, body)
+    except SignatureError as exc:
+        raise _Refused(400 if exc.malformed else 401, exc.error, exc.message) from None
+    # One sender whatever secret verified it: the secrets are rotations of one another.
+    return "webhook-signer", msg_id
 
 
 async def _rate_limit(bus: Bus, caller: str) -> None:
@@ -310,8 +284,7 @@ async def _rate_limit(bus: Bus, caller: str) -> None:
     if not limit:
         return
     window = int(time.time() // 60)
-    key = f"{bus.settings.key_prefix}:webhook-rate:{{{caller}}}:{window}"
-    if await bus.backend.count(key, 60) > limit:
+    if await bus.store.count(bus.keys.webhook_rate(caller, window), 60) > limit:
         retry_after = str(60 - int(time.time()) % 60)
         raise _Refused(
             429, "rate_limited", f"at most {limit} requests a minute", {"Retry-After": retry_after}
@@ -338,8 +311,8 @@ async def _idempotent(bus: Bus, caller: str, retry_key: str | None, body: bytes,
     ttl = 2 * bus.settings.webhook_tolerance_seconds
     digest = hashlib.sha256(body).hexdigest()
     scope = hashlib.sha256(f"{caller}|{retry_key}".encode()).hexdigest()
-    key = f"{bus.settings.key_prefix}:webhook:{{{scope}}}"
-    previous = await bus.backend.claim(key, msgpack.packb({"body": digest}), ttl)
+    key = bus.keys.webhook_retry(scope)
+    previous = await bus.store.claim(key, msgpack.packb({"body": digest}), ttl)
     if previous is not None:
         record = msgpack.unpackb(previous)
         if record.get("body") != digest:
@@ -350,9 +323,9 @@ async def _idempotent(bus: Bus, caller: str, retry_key: str | None, body: bytes,
     try:
         status, content = await send()
     except BaseException:
-        await bus.backend.delete(key)  # nothing was sent: let the caller retry
+        await bus.store.delete(key)  # nothing was sent: let the caller retry
         raise
-    await bus.backend.store(key, msgpack.packb({"body": digest, "status": status, "content": content}), ttl)
+    await bus.store.store(key, msgpack.packb({"body": digest, "status": status, "content": content}), ttl)
     return JSONResponse(content, status)
 
 
@@ -389,10 +362,3 @@ def _problem(error: str, message: str) -> dict[str, str]:
 
 def _error(refused: _Refused) -> JSONResponse:
     return JSONResponse(_problem(refused.error, refused.message), refused.status, headers=refused.headers)
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header value for a request (for callers and tests)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()

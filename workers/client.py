@@ -10,7 +10,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from bus import Bus, Envelope, Receipt, Settings, Target
-from web.context import Context, _worker_bus, current_bus, init_ws_context
+from web import runtime
+from web.context import Context, init_ws_context
 from web.errors import ContextError
 from web.message import client_event
 from web.protocol import check_custom_event
@@ -25,10 +26,10 @@ async def session_context(session_id: str, *, settings: Settings | None = None) 
     Uses this process's chat server bus when it runs one; otherwise connects for the duration.
     Raises SessionNotFound on entry if the session does not exist.
     """
-    bus = _worker_bus.get()
-    if bus is None and settings is None:
+    bus = None
+    if settings is None:
         with contextlib.suppress(ContextError):
-            bus = current_bus()[0]
+            bus = runtime.current().bus
     if bus is not None:
         async with _bound(bus, session_id) as ctx:
             yield ctx
@@ -40,11 +41,8 @@ async def session_context(session_id: str, *, settings: Settings | None = None) 
 @contextlib.asynccontextmanager
 async def _bound(bus: Bus, session_id: str) -> AsyncIterator[Context]:
     """The websocket context of one session, with `bus` as the bus its sends take."""
-    reset = _worker_bus.set(bus)
-    try:
+    with runtime.bind(bus):
         yield await init_ws_context(session_id)
-    finally:
-        _worker_bus.reset(reset)
 
 
 class Client:

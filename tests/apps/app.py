@@ -115,7 +115,7 @@ async def stats() -> dict[str, object]:
     return {
         "chat_starts": counters.chat_starts,
         "chat_ends": counters.chat_ends,
-        "sessions": server.session_count,
+        "sessions": len(server.sessions.by_id),
         "replica": server.settings.replica_id,
         "received": server.bus.stats.received,
         "reconnects": server.bus.reconnects,

@@ -7,13 +7,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
-from urllib.parse import urlsplit
 
-from bus.backend import Backend, Restored
+from bus.backend import Restored, Store, Transport, open_backend
 from bus.envelope import Envelope, EnvelopeError, Target, offset_key, unframe
 from bus.errors import SessionNotFound
-from bus.memory_backend import MemoryBackend
-from bus.redis_backend import RedisBackend
+from bus.keys import Keys
 from bus.registry import SessionRegistry
 from bus.settings import Settings, get_settings
 
@@ -69,14 +67,19 @@ class Bus:
 
     def __init__(self, settings: Settings | None = None, *, on_restored: Restored | None = None) -> None:
         self.settings = settings or get_settings()
-        self.backend = _backend_for(self.settings)
-        self.registry = SessionRegistry(self.backend, self.settings)
+        self.keys = Keys(self.settings.key_prefix)
+        backend = open_backend(self.settings.bus_url, self.keys.replica(self.settings.replica_id))
+        #: Pub/sub and the session logs.
+        self.transport: Transport = backend
+        #: Expiring hashes, lists, counters and claims (the registry, asks, threads, webhooks).
+        self.store: Store = backend
+        self.registry = SessionRegistry(self.store, self.keys, self.settings)
         self.stats = BusStats()
         self._handlers: dict[str, Handler] = {}
         self._on_restored = on_restored
 
     async def __aenter__(self) -> Bus:
-        await self.backend.connect(self._receive, self._restored)
+        await self.transport.connect(self._receive, self._restored)
         return self
 
     async def __aexit__(
@@ -85,20 +88,18 @@ class Bus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.backend.disconnect()
+        await self.transport.disconnect()
 
     @property
     def reconnects(self) -> int:
-        return self.backend.reconnects
+        return self.transport.reconnects
 
     async def wait_ready(self, reconnects: int = 0) -> None:
         """Wait until subscriptions are live, after at least `reconnects` reconnections (readiness)."""
-        await self.backend.wait_ready(reconnects)
+        await self.transport.wait_ready(reconnects)
 
     def channel(self, target: Target) -> str:
-        if target.kind == "broadcast":
-            return f"{self.settings.key_prefix}:broadcast"
-        return f"{self.settings.key_prefix}:{target.kind}:{{{target.id}}}"
+        return self.keys.channel(target)
 
     def _encode(self, envelope: Envelope) -> bytes:
         data = envelope.encode()
@@ -111,7 +112,7 @@ class Bus:
 
     async def publish(self, envelope: Envelope) -> int:
         """Publish without logging (control and reply messages); returns how many processes got it."""
-        received = await self.backend.publish(self.channel(envelope.target), self._encode(envelope))
+        received = await self.transport.publish(self.channel(envelope.target), self._encode(envelope))
         self.stats.published += 1
         return received
 
@@ -125,9 +126,9 @@ class Bus:
         if envelope.target.kind != "session":
             return Receipt(envelope.id, envelope.target, "", await self.publish(envelope))
         session_id = envelope.target.id
-        result = await self.backend.send(
-            self.registry.key(session_id),
-            self.registry.log_key(session_id),
+        result = await self.transport.send(
+            self.keys.session(session_id),
+            self.keys.session_log(session_id),
             self.channel(envelope.target),
             self._encode(envelope),
             message_id=envelope.id,
@@ -144,7 +145,7 @@ class Bus:
     async def read_log(self, session_id: str, after: str) -> LogBatch:
         """The next batch (SWITCHBOARD_REPLAY_BATCH at most) of the session's log after `after`."""
         size = self.settings.replay_batch
-        raw = await self.backend.read_log(self.registry.log_key(session_id), after, size)
+        raw = await self.transport.read_log(self.keys.session_log(session_id), after, size)
         entries = []
         for offset, data in raw:
             try:
@@ -157,8 +158,8 @@ class Bus:
     async def lost_after(self, session_id: str, after: str) -> tuple[bool, str]:
         """Whether messages after `after` were trimmed from the session's log (a replay would
         be partial), and the first offset the log still holds ("" if none)."""
-        first, last = await self.backend.log_bounds(
-            self.registry.key(session_id), self.registry.log_key(session_id)
+        first, last = await self.transport.log_bounds(
+            self.keys.session(session_id), self.keys.session_log(session_id)
         )
         after_n, last_n = offset_key(after)[0], offset_key(last)[0]
         # Offsets are contiguous (`<n>-0`), so anything between `after` and `first` is gone.
@@ -169,12 +170,12 @@ class Bus:
         """Deliver envelopes for `target` to `handler`; returns once the subscription is live."""
         channel = self.channel(target)
         self._handlers[channel] = handler
-        await self.backend.subscribe(channel)
+        await self.transport.subscribe(channel)
 
     async def unsubscribe(self, target: Target) -> None:
         channel = self.channel(target)
         self._handlers.pop(channel, None)
-        await self.backend.unsubscribe(channel)
+        await self.transport.unsubscribe(channel)
 
     async def _restored(self) -> None:
         if self._on_restored is not None:
@@ -201,14 +202,3 @@ class Bus:
         except Exception:
             self.stats.failed += 1
             log.exception("handler for %s failed on envelope %s", channel, envelope.id)
-
-
-def _backend_for(settings: Settings) -> Backend:
-    url = settings.bus_url
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
-        return MemoryBackend()
-    if scheme in ("redis", "rediss", "unix"):
-        home = f"{settings.key_prefix}:replica:{{{settings.replica_id}}}"
-        return RedisBackend(url, home)
-    raise ValueError(f"unsupported bus URL scheme {scheme!r}: use redis://, rediss://, unix:// or memory://")

@@ -1,0 +1,53 @@
+"""Every Redis key and channel name, built in one place.
+
+A session's keys and channel carry its id as a `{hash tag}`, so they share one Redis Cluster slot
+(the send script touches the record, the log and the channel in one step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bus.envelope import Target
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Names under one prefix (`SWITCHBOARD_KEY_PREFIX`); see docs/configuration.md for the list."""
+
+    prefix: str
+
+    def channel(self, target: Target) -> str:
+        """The pub/sub channel of a session, a user, a reply, or everyone."""
+        if target.kind == "broadcast":
+            return f"{self.prefix}:broadcast"
+        return f"{self.prefix}:{target.kind}:{{{target.id}}}"
+
+    def replica(self, replica_id: str) -> str:
+        """A replica's own channel: subscribed first, so the subscription is live before any session."""
+        return f"{self.prefix}:replica:{{{replica_id}}}"
+
+    def session(self, session_id: str) -> str:
+        """The session's registry record (a hash)."""
+        return f"{self.prefix}:session:{{{session_id}}}:info"
+
+    def session_log(self, session_id: str) -> str:
+        """The session's message log (a stream), in the same slot as its record."""
+        return f"{self.prefix}:session:{{{session_id}}}:log"
+
+    def session_asks(self, session_id: str) -> str:
+        """The session's open questions (correlation id -> ask), re-asked when it resumes."""
+        return f"{self.prefix}:session:{{{session_id}}}:asks"
+
+    def thread_owner(self, thread_id: str) -> str:
+        return f"{self.prefix}:thread:{{{thread_id}}}:owner"
+
+    def thread_history(self, thread_id: str) -> str:
+        return f"{self.prefix}:thread:{{{thread_id}}}:history"
+
+    def webhook_retry(self, scope: str) -> str:
+        """The first response to one (caller, retry key), for idempotent webhook retries."""
+        return f"{self.prefix}:webhook:{{{scope}}}"
+
+    def webhook_rate(self, caller: str, window: int) -> str:
+        return f"{self.prefix}:webhook-rate:{{{caller}}}:{window}"

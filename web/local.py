@@ -1,0 +1,186 @@
+"""The sessions this replica holds: their channels, their saved state, the heartbeat that keeps their
+records alive, and the grace period that ends them after a disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from bus import Bus, BusUnavailable, Envelope, Target
+from web.mailbox import Mailbox
+from web.protocol import ASK, CONTROL_PREFIX, TAKEOVER
+from web.user import User
+
+log = logging.getLogger("switchboard.web")
+
+
+@dataclass(slots=True, eq=False)
+class LocalSession:
+    """A session whose socket this process holds."""
+
+    id: str
+    sid: str
+    user: User | None
+    thread_id: str | None
+    mailbox: Mailbox
+    data: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+    #: Set when a newer connection resumed the session: this socket closes without ending it.
+    replaced: bool = False
+    #: Correlation ids of the questions shown on this socket.
+    asked: set[str] = field(default_factory=set)
+
+
+class LocalSessions:
+    """The table of held sessions, by id, by socket and by user, and their life on this replica."""
+
+    def __init__(self, bus: Bus, replaced: Callable[[LocalSession], Awaitable[None]]) -> None:
+        self._bus = bus
+        #: Closes the socket of a session that another replica took over.
+        self._replaced = replaced
+        self.by_id: dict[str, LocalSession] = {}
+        self.by_sid: dict[str, LocalSession] = {}
+        #: Local session ids per user: a user's channel is subscribed while this is non-empty.
+        self._by_user: dict[str, set[str]] = {}
+        self._endings: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._bus.subscribe(Target("broadcast"), self._deliver_to_many)
+        self._heartbeat = self.spawn(self._beat())
+
+    async def stop(self) -> None:
+        """Stop timers; the sessions stay resumable on another replica for their grace period."""
+        tasks = [t for t in (self._heartbeat, *self._endings.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(BusUnavailable):
+            for local in list(self.by_id.values()):
+                await self._bus.registry.detach(local.id, _pack(local.data), local.mailbox.acked)
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _deliver(self, envelope: Envelope, offset: str) -> None:
+        """Bus handler for session channels: to the session's mailbox, or a takeover to act on."""
+        local = self.by_id.get(envelope.target.id)
+        if local is None:
+            return
+        if envelope.event == TAKEOVER:
+            if envelope.origin != self._bus.settings.replica_id:
+                await self._replaced(local)
+        elif not envelope.event.startswith(CONTROL_PREFIX):
+            await local.mailbox.deliver(envelope, offset)
+
+    async def _deliver_to_many(self, envelope: Envelope, offset: str) -> None:
+        """Bus handler for user and broadcast channels: every matching session here, once each."""
+        if envelope.event.startswith(CONTROL_PREFIX) or envelope.event == ASK:
+            return
+        if envelope.target.kind == "user":
+            ids = self._by_user.get(envelope.target.id, set())
+            targets = [self.by_id[i] for i in ids if i in self.by_id]
+        else:
+            targets = list(self.by_id.values())
+        for local in targets:
+            await local.mailbox.deliver(envelope, "")
+
+    async def restore(self) -> None:
+        """Once a lost bus subscription is back, every session here catches up from its log."""
+        for local in self.by_id.values():
+            if (replay := local.mailbox.restore()) is not None:
+                self.spawn(replay)
+
+    async def attach(self, local: LocalSession) -> None:
+        """Hold the session here: its channel, and its user's channel while any of theirs is here."""
+        self.by_id[local.id] = local
+        self.by_sid[local.sid] = local
+        await self._bus.subscribe(Target.session(local.id), self._deliver)
+        if local.user is not None:
+            mine = self._by_user.setdefault(local.user.identifier, set())
+            mine.add(local.id)
+            if len(mine) == 1:
+                await self._bus.subscribe(Target("user", local.user.identifier), self._deliver_to_many)
+
+    async def detach(self, local: LocalSession) -> None:
+        """Let go of the session's socket and channels (its mailbox stops replaying)."""
+        local.mailbox.open = False
+        self._dirty.discard(local.id)
+        del self.by_id[local.id]
+        await self._bus.unsubscribe(Target.session(local.id))
+        if local.user is not None:
+            mine = self._by_user.get(local.user.identifier, set())
+            mine.discard(local.id)
+            if not mine:
+                self._by_user.pop(local.user.identifier, None)
+                await self._bus.unsubscribe(Target("user", local.user.identifier))
+
+    def end_after_grace(self, local: LocalSession, end: Callable[[], Awaitable[None]]) -> None:
+        """Run `end` (on_chat_end) and delete the session unless it resumes within its grace period."""
+        self._endings[local.id] = self.spawn(self._end_after_grace(local, end))
+
+    def cancel_ending(self, session_id: str) -> None:
+        if (ending := self._endings.pop(session_id, None)) is not None:
+            ending.cancel()
+
+    async def _end_after_grace(self, local: LocalSession, end: Callable[[], Awaitable[None]]) -> None:
+        await asyncio.sleep(self._bus.settings.session_grace_seconds)
+        self._endings.pop(local.id, None)
+        record = await self._bus.registry.get(local.id)
+        if record is not None and (record.connected or record.replica != self._bus.settings.replica_id):
+            return  # resumed elsewhere
+        await end()
+        await self._bus.registry.delete(local.id)
+
+    def data_changed(self, session_id: str) -> None:
+        """Save the session's custom keys and acked offset soon (coalesced), so they follow it."""
+        if session_id not in self._dirty:
+            self._dirty.add(session_id)
+            self.spawn(self._save_state(session_id))
+
+    async def _save_state(self, session_id: str) -> None:
+        await asyncio.sleep(0)  # coalesce the changes made in the same step
+        self._dirty.discard(session_id)
+        if (local := self.by_id.get(session_id)) is not None:
+            await self._bus.registry.save_state(session_id, _pack(local.data), local.mailbox.acked)
+
+    async def save_detached(self, local: LocalSession) -> None:
+        """Record the disconnect with what follows the session (custom keys, acked offset)."""
+        await self._bus.registry.detach(local.id, _pack(local.data), local.mailbox.acked)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._bus.settings.heartbeat_seconds)
+            try:
+                await self._bus.registry.heartbeat(list(self.by_id))
+            except BusUnavailable as exc:
+                log.warning("session heartbeat failed: %s", exc)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coro` in the background; it is awaited when the server stops."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+
+def _pack(data: dict[str, Any]) -> bytes:
+    return msgpack.packb(data) if data else b""
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    """Saved custom keys, or {} if unreadable."""
+    if not data:
+        return {}
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception:
+        log.warning("ignored unreadable saved session state")
+        return {}
+    return value if isinstance(value, dict) else {}
