@@ -37,14 +37,19 @@ class Process:
     """A subprocess whose combined output is collected; `wait_for_line` blocks on an output line."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, name: str = "", stdin: bool = False
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        name: str = "",
+        stdin: bool = False,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name or Path(args[0]).name
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -152,12 +157,13 @@ def start_replica(
     path: str = "/chat",
     workers: int = 1,
     name: str = "replica",
+    cwd: Path = ROOT,
 ) -> Replica:
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     if workers > 1:
         args += ["--workers", str(workers)]
-    proc = Process(args, env={"CHAT_PATH": path, **env}, name=name)
+    proc = Process(args, env={"CHAT_PATH": path, **env}, name=name, cwd=cwd)
     # With one process uvicorn listens after startup; with workers, each worker starts up after.
     proc.wait_for_line("Uvicorn running on")
     proc.wait_for_count("Application startup complete", workers)

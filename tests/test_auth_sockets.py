@@ -68,22 +68,24 @@ async def test_resuming_another_users_session_is_refused_even_with_its_token(
     assert again.session_id == ann.session_id
 
 
+@pytest.mark.parametrize("route", ["/hello-as", "/hello-as-plain"])
 async def test_cross_replica_sends_are_authorized_per_user(
-    auth_replicas: Callable[[], Replica], clients: Callable[[], ChatClient]
+    route: str, auth_replicas: Callable[[], Replica], clients: Callable[[], ChatClient]
 ) -> None:
     a, b = auth_replicas(), auth_replicas()
     ann = await clients().connect(a, {"token": token("ann")})
-    forbidden = await b.aget(f"/hello-as/{ann.session_id}", headers=bearer("bob"))
+    assert (await a.aget(f"{route}/{ann.session_id}", headers=bearer("bob"))).status_code == 403
+    forbidden = await b.aget(f"{route}/{ann.session_id}", headers=bearer("bob"))
     assert forbidden.status_code == 403
     assert forbidden.json() == {"detail": "not allowed to send to this session", "sessionId": ann.session_id}
-    assert (await b.aget(f"/hello-as/{ann.session_id}", headers=bearer("ann"))).status_code == 200
+    assert (await b.aget(f"{route}/{ann.session_id}", headers=bearer("ann"))).status_code == 200
     await ann.next("new_message", lambda m: m["output"] == "Hello from ann")
     service = bearer("service:billing", scope="sessions:send")
-    assert (await b.aget(f"/hello-as/{ann.session_id}", headers=service)).status_code == 200
+    assert (await b.aget(f"{route}/{ann.session_id}", headers=service)).status_code == 200
     await ann.next("new_message", lambda m: m["output"] == "Hello from service:billing")
     assert not [m for m in ann.received("new_message") if "bob" in m["output"]]
-    assert (await b.aget(f"/hello-as/{'U' * 24}", headers=bearer("bob"))).status_code == 404
-    assert (await b.aget(f"/hello-as/{ann.session_id}")).status_code == 401
+    assert (await b.aget(f"{route}/{'U' * 24}", headers=bearer("bob"))).status_code == 404
+    assert (await b.aget(f"{route}/{ann.session_id}")).status_code == 401
 
 
 async def test_seed_auth_example_with_a_token_minted_in_another_process(

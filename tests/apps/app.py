@@ -110,6 +110,14 @@ async def hello_as(session_id: str, current_user: User = Depends(authenticate_us
     return {"sent": session_id}
 
 
+@app.get("/hello-as-plain/{session_id}")
+async def hello_as_plain(session_id: str, current_user: User = Depends(authenticate_user)) -> dict[str, str]:  # noqa: B008
+    """The same, called plainly as in Chainlit: the session and the user are checked at the send."""
+    init_ws_context(session_id, user=current_user)
+    await Message(content=f"Hello from {current_user.identifier}").send()
+    return {"sent": session_id}
+
+
 @app.get("/stats")
 async def stats() -> dict[str, object]:
     return {

@@ -5,7 +5,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from web import Message, init_ws_context, mount_app
+from web import Message, WebsocketSession, init_ws_context, mount_app
 
 app = FastAPI(title="Switchboard demo")
 
@@ -19,7 +19,8 @@ async def index() -> RedirectResponse:
 @app.get("/hello/{session_id}")
 async def hello(session_id: str) -> dict[str, str]:
     """Send "Hello World" to a session, whichever replica holds its socket."""
-    await init_ws_context(session_id)
+    ws_session = WebsocketSession.get_by_id(session_id=session_id)
+    init_ws_context(ws_session)
     await Message(content="Hello World").send()
     return {"status": "sent", "sessionId": session_id}
 
