@@ -170,9 +170,10 @@ class Server:
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + 30
         while not any("Application startup complete" in line for line in self.lines):
-            assert self.proc.poll() is None and time.monotonic() < deadline, (
-                f"uvicorn did not start (exit code {self.proc.poll()}):\n" + "\n".join(self.lines)
-            )
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                output = "\n".join(self.lines)
+                pytest.fail(f"uvicorn did not start (exit code {self.proc.poll()}):\n{output}")
             time.sleep(0.05)
 
     def _read(self) -> None:
@@ -181,6 +182,8 @@ class Server:
             self.lines.append(line.rstrip("\n"))
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(10)
