@@ -77,6 +77,14 @@ mount_app(app, "my_chat.py", path="/chat")
 """
 
 
+def clean_env() -> dict[str, str]:
+    """The environment for the fresh virtualenv: nothing that would add this checkout or its settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.pop("PYTHONPATH", None)
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
 def run(args: list[str | Path], what: str, timeout: float = 120, **kwargs: object) -> str:
     done = subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
@@ -138,12 +146,14 @@ def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not home.is_relative_to(ROOT)
     run([sys.executable, "-m", "venv", "--without-pip", home / "venv"], "python -m venv")
     python = home / "venv" / "bin" / "python"
-    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], "sysconfig")
-    # The dependencies only: a directory on sys.path, not a site dir, so the editable install of this
-    # checkout (a .pth file in that directory) is not processed there.
-    Path(purelib.strip(), "switchboard-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = ["install", "--no-deps", "--no-index", "--quiet", one(dist, "*.whl")]
-    run([sys.executable, "-m", "pip", "--python", python, *install], "pip install of the wheel")
+    run([sys.executable, "-m", "pip", "--python", python, *install], "pip install", cwd=home, env=clean_env())
+    # Then the dependencies (after the install: pip would take this checkout's editable install, whose
+    # metadata is in that directory, for the wheel, and skip it). A directory on sys.path, not a site dir,
+    # so the editable install's own .pth file is not processed there.
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = run([python, "-c", where], "sysconfig", cwd=home, env=clean_env())
+    Path(purelib.strip(), "switchboard-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
 
 
@@ -153,14 +163,11 @@ class Server:
     def __init__(self, python: Path, app_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-        env.pop("PYTHONPATH", None)
-        env["PYTHONNOUSERSITE"] = "1"
         args = [python, "-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(
             [str(a) for a in args],
             cwd=app_dir,
-            env=env,
+            env=clean_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
