@@ -32,7 +32,7 @@ class Transport(Protocol):
         ...
 
     async def publish(self, channel: str, data: bytes) -> int:
-        """Publish `frame("", data)`; returns how many processes received it."""
+        """Publish `frame("", "", data)`; returns how many processes received it."""
         ...
 
     async def send(
@@ -46,19 +46,20 @@ class Transport(Protocol):
         durable: bool,
         maxlen: int,
         max_bytes: int,
-        ttl: float,
-    ) -> tuple[str, int] | None:
-        """In one atomic step: unless `info_key` is missing (then None), append `data` to the log
-        when `durable` (dropping the oldest entries beyond `maxlen` entries or `max_bytes` bytes; the
-        newest is always kept), and publish `frame(offset, data)`. Returns (offset or "", receivers)."""
+        max_age: float,
+    ) -> tuple[str, str, int] | None:
+        """In one atomic step: unless the session record `info_key` is missing (then None), append
+        `data` to the log when `durable` (dropping the oldest entries beyond `maxlen` entries,
+        `max_bytes` bytes or `max_age` seconds; the newest always stays), and publish
+        `frame(offset, epoch, data)`. Returns (offset or "", the log's epoch, receivers)."""
         ...
 
     async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
         """At most `count` log entries with offsets after `after`, oldest first."""
         ...
 
-    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str]:
-        """(first offset still in the log or "", last offset ever appended or "0-0")."""
+    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str, str]:
+        """(first offset still in the log or "", last offset ever appended or "0-0", epoch or "")."""
         ...
 
     async def subscribe(self, channel: str) -> None:
@@ -69,11 +70,21 @@ class Transport(Protocol):
 
 
 class Store(Protocol):
-    async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float) -> None:
-        """Set fields of the hash at `key` and (re)start its time to live."""
+    """Keys with times to live; `ttl=None` means none (the key stays until deleted)."""
+
+    async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float | None) -> None:
+        """Set fields of the hash at `key` and (re)start its time to live (or remove it: None)."""
         ...
 
-    async def hash_get(self, key: str) -> dict[str, bytes] | None: ...
+    async def hash_set_if(
+        self, key: str, field: str, expected: bytes, fields: Mapping[str, bytes], ttl: float | None
+    ) -> bool:
+        """Like hash_set, atomically, only if `field` of the existing hash is `expected`."""
+        ...
+
+    async def hash_get(self, key: str, fields: list[str] | None = None) -> dict[str, bytes] | None:
+        """The hash (or those of its `fields` that are set); None if nothing is."""
+        ...
 
     async def hash_delete(self, key: str, field: str) -> None: ...
 
@@ -83,6 +94,12 @@ class Store(Protocol):
         ...
 
     async def list_items(self, key: str) -> list[bytes]: ...
+
+    async def set_add(self, key: str, member: str) -> None: ...
+
+    async def set_remove(self, key: str, member: str) -> None: ...
+
+    async def set_members(self, key: str) -> list[str]: ...
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
         """Set `key` to `value` unless it exists; returns the existing value, or None if claimed."""
@@ -96,9 +113,13 @@ class Store(Protocol):
         """Increment the counter at `key` (created with `ttl`) and return its new value."""
         ...
 
-    async def expire(self, keys: Iterable[str], ttl: float) -> None: ...
+    async def expire(self, keys: Iterable[str], ttl: float | None) -> None: ...
 
     async def delete(self, *keys: str) -> None: ...
+
+    async def server_id(self) -> str:
+        """Who holds the data: changes when the server restarts or fails over (data may be lost)."""
+        ...
 
 
 class Backend(Transport, Store, Protocol):
@@ -111,15 +132,18 @@ _SCHEMES = {
     "redis": "bus.redis_backend:RedisBackend",
     "rediss": "bus.redis_backend:RedisBackend",
     "unix": "bus.redis_backend:RedisBackend",
+    "redis+sentinel": "bus.redis_backend:RedisBackend",
 }
 
 
-def open_backend(url: str, home_channel: str) -> Backend:
-    """The backend for `url`; `home_channel` is this process's own channel, subscribed first."""
+def open_backend(url: str, home_channel: str, *, timeout: float, max_connections: int) -> Backend:
+    """The backend for `url`; `home_channel` is this process's own channel, subscribed first.
+    Every command answers within `timeout` seconds or raises BusUnavailable."""
     scheme = urlsplit(url).scheme
     if scheme not in _SCHEMES:
         supported = ", ".join(f"{s}://" for s in _SCHEMES)
         raise ValueError(f"unsupported bus URL scheme {scheme!r}: use one of {supported}")
     module, _, name = _SCHEMES[scheme].partition(":")
-    backend: Backend = getattr(importlib.import_module(module), name)(url, home_channel)
+    kind = getattr(importlib.import_module(module), name)
+    backend: Backend = kind(url, home_channel, timeout=timeout, max_connections=max_connections)
     return backend

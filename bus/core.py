@@ -17,8 +17,9 @@ from bus.settings import Settings, get_settings
 
 log = logging.getLogger("switchboard.bus")
 
-#: Receives each envelope for a subscribed target with its log offset ("" when not logged).
-Handler = Callable[[Envelope, str], Awaitable[None]]
+#: Receives each envelope for a subscribed target with its log offset and the log's epoch
+#: ("", "" when not logged).
+Handler = Callable[[Envelope, str, str], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -40,6 +41,8 @@ class Receipt:
     target: Target
     offset: str
     delivered: int
+    #: The epoch of the session log `offset` counts in ("" when not logged).
+    epoch: str = ""
 
     @property
     def status(self) -> Literal["delivered", "queued", "dropped"]:
@@ -68,7 +71,12 @@ class Bus:
     def __init__(self, settings: Settings | None = None, *, on_restored: Restored | None = None) -> None:
         self.settings = settings or get_settings()
         self.keys = Keys(self.settings.key_prefix)
-        backend = open_backend(self.settings.bus_url, self.keys.replica(self.settings.replica_id))
+        backend = open_backend(
+            self.settings.bus_url,
+            self.keys.replica(self.settings.replica_id),
+            timeout=self.settings.redis_timeout_seconds,
+            max_connections=self.settings.redis_max_connections,
+        )
         #: Pub/sub and the session logs.
         self.transport: Transport = backend
         #: Expiring hashes, lists, counters and claims (the registry, asks, threads, webhooks).
@@ -135,13 +143,13 @@ class Bus:
             durable=durable,
             maxlen=self.settings.session_log_length,
             max_bytes=self.settings.session_log_bytes,
-            ttl=self.settings.session_grace_seconds,
+            max_age=self.settings.session_log_seconds,
         )
         if result is None:
             raise SessionNotFound(session_id)
         self.stats.published += 1
-        offset, delivered = result
-        return Receipt(envelope.id, envelope.target, offset, delivered)
+        offset, epoch, delivered = result
+        return Receipt(envelope.id, envelope.target, offset, delivered, epoch if offset else "")
 
     async def read_log(self, session_id: str, after: str) -> LogBatch:
         """The next batch (SWITCHBOARD_REPLAY_BATCH at most) of the session's log after `after`."""
@@ -156,8 +164,9 @@ class Bus:
                 log.warning("skipped a malformed log entry %s of session %s: %s", offset, session_id, exc)
         return LogBatch(entries, raw[-1][0] if raw else "", len(raw) == size)
 
-    async def log_bounds(self, session_id: str) -> tuple[str, str]:
-        """(first offset the session's log still holds or "", last offset ever appended or "0-0")."""
+    async def log_bounds(self, session_id: str) -> tuple[str, str, str]:
+        """(first offset the session's log still holds or "", last offset ever appended or "0-0",
+        the log's epoch, "" if the session is gone)."""
         return await self.transport.log_bounds(
             self.keys.session(session_id), self.keys.session_log(session_id)
         )
@@ -165,7 +174,7 @@ class Bus:
     async def lost_after(self, session_id: str, after: str) -> tuple[bool, str]:
         """Whether messages after `after` were trimmed from the session's log (a replay would
         be partial), and the first offset the log still holds ("" if none)."""
-        first, last = await self.log_bounds(session_id)
+        first, last, _ = await self.log_bounds(session_id)
         return trimmed_after(after, first, last), first
 
     async def subscribe(self, target: Target, handler: Handler) -> None:
@@ -186,7 +195,7 @@ class Bus:
     async def _receive(self, channel: str, raw: bytes) -> None:
         # Never raises: one bad message or failing handler must not stop the listener.
         try:
-            offset, data = unframe(raw)
+            offset, epoch, data = unframe(raw)
             envelope = Envelope.decode(data, max_bytes=self.settings.max_envelope_bytes)
             if self.channel(envelope.target) != channel:
                 raise EnvelopeError(f"envelope for {envelope.target} arrived on {channel}")
@@ -200,7 +209,7 @@ class Bus:
             self.stats.unhandled += 1
             return
         try:
-            await handler(envelope, offset)
+            await handler(envelope, offset, epoch)
         except Exception:
             self.stats.failed += 1
             log.exception("handler for %s failed on envelope %s", channel, envelope.id)

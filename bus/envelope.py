@@ -24,21 +24,29 @@ class EnvelopeError(ValueError):
 
 
 _OFFSET = re.compile(rb"\d{1,20}-\d{1,20}")
+_POSITION = re.compile(rb"(\d{1,20}-\d{1,20}):([0-9a-f]{1,32})")
 
 
-def frame(offset: str, data: bytes) -> bytes:
-    """What travels on a channel: the log offset (empty if not logged), a space, the envelope.
+def frame(offset: str, epoch: str, data: bytes) -> bytes:
+    """What travels on a channel: `<offset>:<epoch>` (empty if not logged), a space, the envelope.
 
-    The Redis send script builds the same frame in Lua (bus/redis_backend.py).
+    The epoch names the session log the offset counts in (a new log after a data loss has a new
+    one). The Redis send script builds the same frame in Lua (bus/redis_backend.py).
     """
-    return offset.encode() + b" " + data
+    return (f"{offset}:{epoch}".encode() if offset else b"") + b" " + data
 
 
-def unframe(raw: bytes) -> tuple[str, bytes]:
-    offset, space, data = raw.partition(b" ")
-    if not space or (offset and _OFFSET.fullmatch(offset) is None):
-        raise EnvelopeError("not a bus frame (offset, space, envelope)")
-    return offset.decode(), data
+def unframe(raw: bytes) -> tuple[str, str, bytes]:
+    """(offset, epoch, envelope bytes) of a frame; ("", "", ...) for an unlogged one."""
+    position, space, data = raw.partition(b" ")
+    if not space:
+        raise EnvelopeError("not a bus frame (position, space, envelope)")
+    if not position:
+        return "", "", data
+    found = _POSITION.fullmatch(position)
+    if found is None:
+        raise EnvelopeError("not a bus frame (position, space, envelope)")
+    return found[1].decode(), found[2].decode(), data
 
 
 def offset_key(offset: str) -> tuple[int, int]:

@@ -27,6 +27,18 @@ class Keys:
         """A replica's own channel: subscribed first, so the subscription is live before any session."""
         return f"{self.prefix}:replica:{{{replica_id}}}"
 
+    def replicas(self) -> str:
+        """Every live replica's last heartbeat (a hash: replica id -> Unix time)."""
+        return f"{self.prefix}:replicas"
+
+    def replica_sessions(self, replica_id: str) -> str:
+        """The sessions a replica holds (a set), for the sweep after it died."""
+        return f"{self.prefix}:replica:{{{replica_id}}}:sessions"
+
+    def sweep(self, replica_id: str) -> str:
+        """Claimed by the replica that sweeps a dead one's sessions."""
+        return f"{self.prefix}:replica:{{{replica_id}}}:sweep"
+
     def session(self, session_id: str) -> str:
         """The session's registry record (a hash)."""
         return f"{self.prefix}:session:{{{session_id}}}:info"

@@ -1,14 +1,19 @@
-"""`memory://`: the embedded single-process bus, shared by every event loop and thread of the process."""
+"""`memory://`: the embedded single-process bus, shared by every event loop and thread of the process.
+
+It keeps the Redis backend's semantics (the send script's bookkeeping, times to live) so that the
+single-process default behaves like a deployment, and forgets what expired even if nobody reads it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bus.backend import Receiver, Restored
 from bus.envelope import frame, offset_key
@@ -16,57 +21,52 @@ from bus.envelope import frame, offset_key
 _T = TypeVar("_T")
 _Message = tuple[str, bytes]
 _Subscriber = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[_Message]"]
+#: The identity of the in-process store: it never restarts without the process.
+_SERVER = "memory"
 
 
 @dataclass
 class _Log:
-    entries: deque[tuple[str, bytes]] = field(default_factory=deque)
-    expires_at: float = 0.0
+    #: (offset number, envelope, appended at, Unix seconds)
+    entries: deque[tuple[int, bytes, float]] = field(default_factory=deque)
+
+
+@dataclass
+class _Key:
+    value: Any
+    expires_at: float = math.inf
 
 
 class _Hub:
-    """Process-wide channels, logs and hashes; a lock makes them safe to reach from other threads."""
+    """Process-wide channels and keys; a lock makes them safe to reach from other threads."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.channels: dict[str, dict[int, _Subscriber]] = {}
-        self.hashes: dict[str, tuple[float, dict[str, bytes]]] = {}
-        self.logs: dict[str, _Log] = {}
-        self.lists: dict[str, tuple[float, deque[bytes]]] = {}
+        self.keys: dict[str, _Key] = {}
         self._swept = 0.0
 
-    def live_hash(self, key: str, now: float) -> dict[str, bytes] | None:
-        entry = self.hashes.get(key)
-        if entry is not None and entry[0] <= now:
-            del self.hashes[key]
+    def live(self, key: str, now: float, kind: type[_T]) -> _T | None:
+        """The value at `key` if it has not expired and is a `kind` (else None)."""
+        entry = self.keys.get(key)
+        if entry is None:
             return None
-        return entry[1] if entry else None
+        if entry.expires_at <= now:
+            del self.keys[key]
+            return None
+        return entry.value if isinstance(entry.value, kind) else None
 
-    def live_list(self, key: str, now: float) -> tuple[float, deque[bytes]] | None:
-        entry = self.lists.get(key)
-        if entry is not None and entry[0] <= now:
-            del self.lists[key]
-            return None
-        return entry
+    def put(self, key: str, value: Any, now: float, ttl: float | None) -> None:
+        self.keys[key] = _Key(value, math.inf if ttl is None else now + ttl)
+        self.sweep(now)
 
     def sweep(self, now: float) -> None:
         """Forget what expired (at most once a second): keys that are never read again go too."""
-        if now - self._swept < 1.0 and self._swept:
+        if self._swept and now - self._swept < 1.0:
             return
         self._swept = now
-        for key in [k for k, (expires, _) in self.hashes.items() if expires <= now]:
-            del self.hashes[key]
-        for key in [k for k, (expires, _) in self.lists.items() if expires <= now]:
-            del self.lists[key]
-        for key in [k for k, log in self.logs.items() if log.expires_at <= now]:
-            del self.logs[key]
-
-    def live_log(self, key: str, now: float) -> _Log | None:
-        log = self.logs.get(key)
-        if log is not None and log.expires_at <= now:
-            del self.logs[key]
-            return None
-        return log
+        for key in [k for k, entry in self.keys.items() if entry.expires_at <= now]:
+            del self.keys[key]
 
     def publish(self, channel: str, raw: bytes) -> int:
         subscribers = list(self.channels.get(channel, {}).values())
@@ -81,7 +81,7 @@ _hub = _Hub()
 class MemoryBackend:
     reconnects = 0
 
-    def __init__(self, url: str = "memory://", home_channel: str = "") -> None:
+    def __init__(self, url: str = "memory://", home_channel: str = "", **options: Any) -> None:
         self._subscriber: _Subscriber | None = None
         self._drain: asyncio.Task[None] | None = None
 
@@ -104,7 +104,7 @@ class MemoryBackend:
 
     async def publish(self, channel: str, data: bytes) -> int:
         with _hub.lock:
-            return _hub.publish(channel, frame("", data))
+            return _hub.publish(channel, frame("", "", data))
 
     async def send(
         self,
@@ -117,42 +117,51 @@ class MemoryBackend:
         durable: bool,
         maxlen: int,
         max_bytes: int,
-        ttl: float,
-    ) -> tuple[str, int] | None:
-        now = time.monotonic()
+        max_age: float,
+    ) -> tuple[str, str, int] | None:
+        now, wall = time.monotonic(), time.time()
         with _hub.lock:
-            info = _hub.live_hash(info_key, now)
-            if info is None:
+            info = _hub.live(info_key, now, dict)
+            if info is None or "epoch" not in info:
                 return None
-            offset = ""
-            if durable:  # as the Redis script does: `<n>-0` offsets counted in the registry
-                if info.get("last_id") == message_id.encode():
-                    return info["last_offset"].decode(), 0
-                seq = int(info.get("seq", b"0")) + 1
-                offset = f"{seq}-0"
-                info.update(seq=str(seq).encode(), last_id=message_id.encode(), last_offset=offset.encode())
-                log = _hub.live_log(log_key, now) or _hub.logs.setdefault(log_key, _Log())
-                log.entries.append((offset, data))
-                _trim(log.entries, maxlen, max_bytes, lambda entry: len(entry[1]))
-                log.expires_at = now + ttl
-            return offset, _hub.publish(channel, frame(offset, data))
+            epoch = info["epoch"].decode()
+            if not durable:
+                return "", epoch, _hub.publish(channel, frame("", "", data))
+            if info.get("last_id") == message_id.encode():  # a retry: logged already
+                return f"{int(info['seq'])}-0", epoch, 0
+            seq = int(info.get("seq", b"0")) + 1
+            log = _hub.live(log_key, now, _Log)
+            if log is None:  # a new log expires with its record
+                log = _Log()
+                _hub.keys[log_key] = _Key(log, _hub.keys[info_key].expires_at)
+            log.entries.append((seq, data, wall))
+            total = sum(len(e[1]) for e in log.entries)
+            while len(log.entries) > 1 and (
+                len(log.entries) > maxlen or total > max_bytes or wall - log.entries[0][2] > max_age
+            ):
+                total -= len(log.entries.popleft()[1])
+            info.update(
+                seq=str(seq).encode(), last_id=message_id.encode(), first=str(log.entries[0][0]).encode()
+            )
+            offset = f"{seq}-0"
+            return offset, epoch, _hub.publish(channel, frame(offset, epoch, data))
 
     async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
         with _hub.lock:
-            log = _hub.live_log(key, time.monotonic())
+            log = _hub.live(key, time.monotonic(), _Log)
             if log is None:
                 return []
             start = offset_key(after)
-            later = (entry for entry in log.entries if offset_key(entry[0]) > start)
+            later = ((f"{n}-0", data) for n, data, _ in log.entries if (n, 0) > start)
             return [entry for _, entry in zip(range(count), later, strict=False)]
 
-    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str]:
+    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str, str]:
         now = time.monotonic()
         with _hub.lock:
-            log = _hub.live_log(log_key, now)
-            info = _hub.live_hash(info_key, now) or {}
-            first = log.entries[0][0] if log is not None and log.entries else ""
-            return first, f"{int(info.get('seq', b'0'))}-0"
+            log = _hub.live(log_key, now, _Log)
+            info = _hub.live(info_key, now, dict) or {}
+            first = f"{log.entries[0][0]}-0" if log is not None and log.entries else ""
+            return first, f"{int(info.get('seq', b'0'))}-0", info.get("epoch", b"").decode()
 
     async def subscribe(self, channel: str) -> None:
         assert self._subscriber is not None, "connect() first"
@@ -166,85 +175,108 @@ class MemoryBackend:
             if not subscribers:
                 _hub.channels.pop(channel, None)
 
-    async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float) -> None:
+    async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float | None) -> None:
         now = time.monotonic()
         with _hub.lock:
-            current = _hub.live_hash(key, now) or {}
-            _hub.hashes[key] = (now + ttl, {**current, **fields})
-            _hub.sweep(now)
+            current = _hub.live(key, now, dict) or {}
+            _hub.put(key, {**current, **fields}, now, ttl)
 
-    async def hash_get(self, key: str) -> dict[str, bytes] | None:
+    async def hash_set_if(
+        self, key: str, field: str, expected: bytes, fields: Mapping[str, bytes], ttl: float | None
+    ) -> bool:
+        now = time.monotonic()
         with _hub.lock:
-            found = _hub.live_hash(key, time.monotonic())
-            return dict(found) if found is not None else None
+            current = _hub.live(key, now, dict)
+            if current is None or current.get(field) != expected:
+                return False
+            _hub.put(key, {**current, **fields}, now, ttl)
+            return True
+
+    async def hash_get(self, key: str, fields: list[str] | None = None) -> dict[str, bytes] | None:
+        with _hub.lock:
+            found = _hub.live(key, time.monotonic(), dict)
+            if found is None:
+                return None
+            picked = dict(found) if fields is None else {f: found[f] for f in fields if f in found}
+            return picked or None
 
     async def hash_delete(self, key: str, field: str) -> None:
         with _hub.lock:
-            if (found := _hub.live_hash(key, time.monotonic())) is not None:
+            if (found := _hub.live(key, time.monotonic(), dict)) is not None:
                 found.pop(field, None)
 
     async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
         now = time.monotonic()
         with _hub.lock:
-            _, items = _hub.live_list(key, now) or (0.0, deque())
+            items = _hub.live(key, now, deque) or deque()
             items.append(value)
             _trim(items, maxlen, max_bytes, len)
-            _hub.lists[key] = (now + ttl, items)
-            _hub.sweep(now)
+            _hub.put(key, items, now, ttl)
 
     async def list_items(self, key: str) -> list[bytes]:
         with _hub.lock:
-            found = _hub.live_list(key, time.monotonic())
-            return list(found[1]) if found is not None else []
+            return list(_hub.live(key, time.monotonic(), deque) or ())
+
+    async def set_add(self, key: str, member: str) -> None:
+        now = time.monotonic()
+        with _hub.lock:
+            members = _hub.live(key, now, set)
+            if members is None:
+                _hub.put(key, {member}, now, None)
+            else:
+                members.add(member)
+
+    async def set_remove(self, key: str, member: str) -> None:
+        with _hub.lock:
+            if (members := _hub.live(key, time.monotonic(), set)) is not None:
+                members.discard(member)
+
+    async def set_members(self, key: str) -> list[str]:
+        with _hub.lock:
+            return sorted(_hub.live(key, time.monotonic(), set) or ())
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
         now = time.monotonic()
         with _hub.lock:
-            found = _hub.live_hash(key, now)
+            found = _hub.live(key, now, bytes)
             if found is not None:
-                return found["value"]
-            _hub.hashes[key] = (now + ttl, {"value": value})
-            _hub.sweep(now)
+                return found
+            _hub.put(key, value, now, ttl)
             return None
 
     async def store(self, key: str, value: bytes, ttl: float) -> None:
-        now = time.monotonic()
         with _hub.lock:
-            _hub.hashes[key] = (now + ttl, {"value": value})
-            _hub.sweep(now)
+            _hub.put(key, value, time.monotonic(), ttl)
 
     async def get(self, key: str) -> bytes | None:
         with _hub.lock:
-            found = _hub.live_hash(key, time.monotonic())
-            return found["value"] if found is not None else None
+            return _hub.live(key, time.monotonic(), bytes)
 
     async def count(self, key: str, ttl: float) -> int:
         now = time.monotonic()
         with _hub.lock:
-            found = _hub.live_hash(key, now)
-            value = int(found["value"]) + 1 if found is not None else 1
-            expires = _hub.hashes[key][0] if found is not None else now + ttl
-            _hub.hashes[key] = (expires, {"value": str(value).encode()})
-            _hub.sweep(now)
+            found = _hub.live(key, now, bytes)
+            if found is None:
+                _hub.put(key, b"1", now, ttl)
+                return 1
+            value = int(found) + 1
+            _hub.keys[key].value = str(value).encode()
             return value
 
-    async def expire(self, keys: Iterable[str], ttl: float) -> None:
+    async def expire(self, keys: Iterable[str], ttl: float | None) -> None:
         now = time.monotonic()
         with _hub.lock:
             for key in keys:
-                if (found := _hub.live_hash(key, now)) is not None:
-                    _hub.hashes[key] = (now + ttl, found)
-                if (log := _hub.live_log(key, now)) is not None:
-                    log.expires_at = now + ttl
-                if (items := _hub.live_list(key, now)) is not None:
-                    _hub.lists[key] = (now + ttl, items[1])
+                if (entry := _hub.keys.get(key)) is not None and entry.expires_at > now:
+                    entry.expires_at = math.inf if ttl is None else now + ttl
 
     async def delete(self, *keys: str) -> None:
         with _hub.lock:
             for key in keys:
-                _hub.hashes.pop(key, None)
-                _hub.logs.pop(key, None)
-                _hub.lists.pop(key, None)
+                _hub.keys.pop(key, None)
+
+    async def server_id(self) -> str:
+        return _SERVER
 
 
 async def _drain(queue: asyncio.Queue[_Message], receiver: Receiver) -> None:

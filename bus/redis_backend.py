@@ -1,19 +1,24 @@
-"""`redis://` and `rediss://`: one pub/sub connection per process plus a pooled client for commands."""
+"""`redis://`, `rediss://`, `unix://` and `redis+sentinel://`: one pub/sub connection per process plus
+a bounded pool of command connections. Every command answers within the configured timeout, and
+every Redis error (unreachable, stalled, out of memory, read-only after a failover) is BusUnavailable."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from bus.backend import Receiver, Restored
 from bus.envelope import frame
@@ -21,41 +26,54 @@ from bus.errors import BusUnavailable
 
 log = logging.getLogger("switchboard.bus")
 
-_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
-#: How long subscribe() waits for Redis to confirm before giving up.
-SUBSCRIBE_TIMEOUT = 5.0
-#: Commands are retried this many times (exponential backoff capped at 1 s) before BusUnavailable.
+_LOST = (RedisError, OSError, TimeoutError)
+#: Commands are retried this many times (exponential backoff capped at 1 s), within the timeout.
 COMMAND_RETRIES = 3
+#: The subscription pings Redis when it has been quiet this long, and counts as lost after 3x.
+PING_SECONDS = 1.0
 
 # Append to the session's log and publish in one atomic step; refuse (nil) if the session is gone.
 # KEYS: registry hash, log stream (one {session_id} hash tag, so valid on Redis Cluster).
-# ARGV: channel, envelope, durable ("1"/"0"), log length, TTL in ms, envelope id, log bytes.
-# Offsets are `<n>-0` with n counted per session in the registry hash, so they are contiguous and
-# a trimmed range is detectable. A retried call (same envelope id as the last one) logs nothing
-# twice. The log keeps at most ARGV[4] entries and ARGV[7] bytes (`log_bytes` in the registry hash
-# counts them), oldest out first. The published frame is `offset .. " " .. envelope`, as
-# bus.envelope.frame builds it.
+# ARGV: channel, envelope, durable ("1"/"0"), max entries, max bytes, max age ms, envelope id, now ms.
+# The record holds the log's bookkeeping: `epoch` (the log's name; a record without one is gone),
+# `seq` (the last offset), `first` (the first offset kept), `log_bytes`, `first_ms` (when the first
+# kept entry was appended), `last_id` (a retried call with the same envelope id logs nothing twice).
+# Offsets are `<seq>-0`, contiguous, so a trimmed range is detectable. The oldest entries go while
+# the log is over its count, bytes or age (the newest always stays). A new log on a record that
+# expires (a detached session) expires with it. The frame is `offset:epoch envelope` (logged) or
+# ` envelope`, as bus.envelope.frame builds it.
 _SEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local offset = ''
-if ARGV[3] == '1' then
-  if redis.call('HGET', KEYS[1], 'last_id') == ARGV[6] then
-    return {redis.call('HGET', KEYS[1], 'last_offset'), 0}
-  end
-  offset = redis.call('HINCRBY', KEYS[1], 'seq', 1) .. '-0'
-  redis.call('HSET', KEYS[1], 'last_id', ARGV[6], 'last_offset', offset)
-  redis.call('XADD', KEYS[2], offset, 'e', ARGV[2])
-  local bytes = redis.call('HINCRBY', KEYS[1], 'log_bytes', #ARGV[2])
-  local n = redis.call('XLEN', KEYS[2])
-  while n > 1 and (n > tonumber(ARGV[4]) or bytes > tonumber(ARGV[7])) do
-    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-    redis.call('XDEL', KEYS[2], oldest[1])
-    bytes = redis.call('HINCRBY', KEYS[1], 'log_bytes', -#oldest[2][2])
-    n = n - 1
-  end
-  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'last_id', 'log_bytes', 'first', 'first_ms')
+local epoch = f[1]
+if not epoch then return false end
+if ARGV[3] ~= '1' then
+  return {'', epoch, redis.call('PUBLISH', ARGV[1], ' ' .. ARGV[2])}
 end
-return {offset, redis.call('PUBLISH', ARGV[1], offset .. ' ' .. ARGV[2])}
+if f[3] == ARGV[7] then return {f[2] .. '-0', epoch, 0} end
+local now = tonumber(ARGV[8])
+local seq = (tonumber(f[2]) or 0) + 1
+local bytes = (tonumber(f[4]) or 0) + #ARGV[2]
+local first = tonumber(f[5]) or seq
+local first_ms = tonumber(f[6]) or now
+redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[2], 't', ARGV[8])
+if first == seq then
+  first_ms = now
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+while first < seq and (seq - first + 1 > tonumber(ARGV[4]) or bytes > tonumber(ARGV[5])
+                       or now - first_ms > tonumber(ARGV[6])) do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 2)
+  if #oldest < 2 then break end
+  bytes = bytes - #oldest[1][2][2]
+  redis.call('XDEL', KEYS[2], oldest[1][1])
+  first = tonumber(string.match(oldest[2][1], '^(%d+)'))
+  first_ms = tonumber(oldest[2][2][4]) or now
+end
+redis.call('HSET', KEYS[1], 'seq', seq, 'last_id', ARGV[7], 'log_bytes', bytes, 'first', first,
+           'first_ms', first_ms)
+local offset = seq .. '-0'
+return {offset, epoch, redis.call('PUBLISH', ARGV[1], offset .. ':' .. epoch .. ' ' .. ARGV[2])}
 """
 
 # Append to a bounded list; KEYS: the list, its byte counter. ARGV: value, length, bytes, TTL in ms.
@@ -71,26 +89,52 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 """
 
+# Set hash fields only if one field has the expected value. KEYS: the hash. ARGV: field, expected,
+# TTL in ms (0: none, the key persists), then field/value pairs.
+_SET_IF = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if ARGV[3] == '0' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
 
-@contextlib.asynccontextmanager
-async def _available() -> AsyncIterator[None]:
-    try:
-        yield
-    except _LOST as exc:
-        raise BusUnavailable(f"Redis is unreachable: {exc}") from exc
+
+def _clients(url: str, timeout: float, max_connections: int) -> tuple[redis.Redis, redis.Redis]:
+    """(commands, subscriber) for a URL; `redis+sentinel://` follows the primary Sentinel names."""
+    common: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_keepalive": True}
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES)
+    # The subscriber connection does not reconnect by itself: _listen does, so it can count
+    # reconnections and re-subscribe exactly the channels this process holds.
+    once = Retry(NoBackoff(), 0)
+    parts = urlsplit(url)
+    if parts.scheme != "redis+sentinel":
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, retry=retry, **common
+        )
+        return redis.Redis(connection_pool=pool), redis.Redis.from_url(url, retry=once, **common)
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if len(path) != 2 or not path[0].isdigit():
+        raise ValueError(
+            "redis+sentinel:// URLs are redis+sentinel://[user:password@]host:port[,host:port]/db/service"
+        )
+    db, service = int(path[0]), path[1]
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
+    auth: dict[str, Any] = {
+        "username": unquote(parts.username or "") or None,
+        "password": unquote(parts.password or "") or None,
+    }
+    sentinel = Sentinel(hosts, sentinel_kwargs={**common, **auth}, **common)  # type: ignore[no-untyped-call]
+    commands = sentinel.master_for(service, db=db, retry=retry, max_connections=max_connections, **auth)
+    return commands, sentinel.master_for(service, db=db, retry=once, **auth)
 
 
 class RedisBackend:
-    def __init__(self, url: str, home_channel: str) -> None:
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES)
-        self._commands = redis.Redis.from_url(
-            url, retry=retry, socket_connect_timeout=5.0, socket_keepalive=True
-        )
-        # The subscriber connection does not reconnect by itself: _listen does, so it can count
-        # reconnections and re-subscribe exactly the channels this process holds.
-        self._subscriber = redis.Redis.from_url(
-            url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5.0, socket_keepalive=True
-        )
+    def __init__(self, url: str, home_channel: str, *, timeout: float, max_connections: int) -> None:
+        self._timeout = timeout
+        self._commands, self._subscriber = _clients(url, timeout, max_connections)
         self._home = home_channel
         self._channels: set[str] = {home_channel}
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
@@ -102,12 +146,24 @@ class RedisBackend:
         self._restoring: set[str] | None = None
         self._send = self._commands.register_script(_SEND)
         self._append = self._commands.register_script(_APPEND)
+        self._set_if = self._commands.register_script(_SET_IF)
         self.reconnects = 0
         self._state = asyncio.Condition()
 
+    @contextlib.asynccontextmanager
+    async def _available(self) -> AsyncIterator[None]:
+        """Bound a command by the timeout; any failure of Redis is BusUnavailable."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError:
+            raise BusUnavailable(f"Redis did not answer within {self._timeout:g}s") from None
+        except _LOST as exc:
+            raise BusUnavailable(f"Redis is unavailable: {exc.__class__.__name__}: {exc}") from exc
+
     async def connect(self, receiver: Receiver, restored: Restored) -> None:
         self._receiver, self._restored = receiver, restored
-        async with _available():
+        async with self._available():
             await self._commands.ping()
         confirmed = self._confirmation(self._home)
         self._listener = asyncio.create_task(self._listen(), name="switchboard-redis-listener")
@@ -131,8 +187,8 @@ class RedisBackend:
             self._state.notify_all()
 
     async def publish(self, channel: str, data: bytes) -> int:
-        async with _available():
-            return int(await self._commands.publish(channel, frame("", data)))
+        async with self._available():
+            return int(await self._commands.publish(channel, frame("", "", data)))
 
     async def send(
         self,
@@ -145,44 +201,57 @@ class RedisBackend:
         durable: bool,
         maxlen: int,
         max_bytes: int,
-        ttl: float,
-    ) -> tuple[str, int] | None:
+        max_age: float,
+    ) -> tuple[str, str, int] | None:
+        now_ms = int(time.time() * 1000)
         flag = "1" if durable else "0"
-        args: list[str | bytes | int] = [channel, data, flag, maxlen, int(ttl * 1000), message_id, max_bytes]
-        async with _available():
+        args: list[str | bytes | int] = [
+            channel,
+            data,
+            flag,
+            maxlen,
+            max_bytes,
+            int(max_age * 1000),
+            message_id,
+            now_ms,
+        ]
+        async with self._available():
             result = await self._send(keys=[info_key, log_key], args=args)
         if result is None:
             return None
-        offset, receivers = result
-        return _text(offset), int(receivers)
+        offset, epoch, receivers = result
+        return _text(offset), _text(epoch), int(receivers)
 
     async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
-        async with _available():
+        async with self._available():
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._commands.xrange(
                 key, f"({after}", "+", count=count
             )  # type: ignore[assignment]
         return [(offset.decode(), fields[b"e"]) for offset, fields in entries if b"e" in fields]
 
-    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str]:
-        async with _available(), self._commands.pipeline(transaction=True) as pipe:
-            pipe.xrange(log_key, "-", "+", count=1)
-            pipe.hget(info_key, "seq")
-            first, seq = await pipe.execute()
-        return (_text(first[0][0]) if first else ""), f"{int(seq or 0)}-0"
+    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str, str]:
+        async with self._available():
+            found: list[Any] = await self._commands.hmget(info_key, ["epoch", "seq", "first"])
+        epoch, seq, first = found
+        last = int(seq or 0)
+        kept = first is not None and int(first) <= last
+        return (f"{int(first or 0)}-0" if kept else ""), f"{last}-0", _text(epoch or b"")
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
         confirmed = self._confirmation(channel)  # registered first: the reply can beat the send
         if self._pubsub is not None:
             with contextlib.suppress(*_LOST):  # the listener re-subscribes after reconnecting
-                await self._pubsub.subscribe(channel)
+                async with asyncio.timeout(self._timeout):
+                    await self._pubsub.subscribe(channel)
         await self._wait(channel, confirmed)
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
         if self._pubsub is not None:
             with contextlib.suppress(*_LOST):
-                await self._pubsub.unsubscribe(channel)
+                async with asyncio.timeout(self._timeout):
+                    await self._pubsub.unsubscribe(channel)
 
     def _confirmation(self, channel: str) -> asyncio.Future[None]:
         waiter = asyncio.get_running_loop().create_future()
@@ -191,7 +260,7 @@ class RedisBackend:
 
     async def _wait(self, channel: str, waiter: asyncio.Future[None]) -> None:
         try:
-            await asyncio.wait_for(waiter, SUBSCRIBE_TIMEOUT)
+            await asyncio.wait_for(waiter, self._timeout)
         except TimeoutError:
             raise BusUnavailable(f"Redis did not confirm the subscription to {channel}") from None
         finally:
@@ -209,13 +278,11 @@ class RedisBackend:
             try:
                 if self.reconnects:
                     self._restoring = set(self._channels)
-                await pubsub.subscribe(*self._channels)
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.subscribe(*self._channels)
                 await self._set_pubsub(pubsub)
                 backoff = 0.05
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None:
-                        await self._dispatch(message)
+                await self._receive_until_lost(pubsub)
             except _LOST as exc:
                 self.reconnects += 1
                 await self._set_pubsub(None)
@@ -225,14 +292,33 @@ class RedisBackend:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
+    async def _receive_until_lost(self, pubsub: PubSub) -> None:
+        """Dispatch messages; a subscription quiet for PING_SECONDS is pinged, and one that stays
+        silent for 3x that (a stalled Redis, a black-holed network) counts as lost."""
+        heard = time.monotonic()
+        while True:
+            message = await pubsub.get_message(timeout=PING_SECONDS)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                await self._dispatch(message)
+            elif now - heard > 3 * PING_SECONDS:
+                raise TimeoutError(f"no answer from Redis on the subscription for {now - heard:.1f}s")
+            elif now - heard >= PING_SECONDS:
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.ping()
+
     async def _dispatch(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        if kind == "pong":
+            return
         channel = message["channel"]
         name = channel.decode() if isinstance(channel, bytes) else str(channel)
-        if message["type"] == "message":
+        if kind == "message":
             assert self._receiver is not None
             data = message["data"]
             await self._receiver(name, data if isinstance(data, bytes) else str(data).encode())
-        elif message["type"] == "subscribe":
+        elif kind == "subscribe":
             if self._restoring is not None:
                 self._restoring.discard(name)
                 if not self._restoring:
@@ -246,60 +332,102 @@ class RedisBackend:
                     waiter.set_result(None)
                     break
 
-    async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float) -> None:
-        async with _available(), self._commands.pipeline(transaction=True) as pipe:
+    async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float | None) -> None:
+        async with self._available(), self._commands.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]  # Mapping is invariant in its key
-            pipe.pexpire(key, int(ttl * 1000))
+            if ttl is None:
+                pipe.persist(key)
+            else:
+                pipe.pexpire(key, _ms(ttl))
             await pipe.execute()
 
-    async def hash_get(self, key: str) -> dict[str, bytes] | None:
-        async with _available():
-            found = await self._commands.hgetall(key)
+    async def hash_set_if(
+        self, key: str, field: str, expected: bytes, fields: Mapping[str, bytes], ttl: float | None
+    ) -> bool:
+        pairs = [item for pair in fields.items() for item in pair]
+        async with self._available():
+            done = await self._set_if(
+                keys=[key], args=[field, expected, 0 if ttl is None else _ms(ttl), *pairs]
+            )
+        return bool(done)
+
+    async def hash_get(self, key: str, fields: list[str] | None = None) -> dict[str, bytes] | None:
+        async with self._available():
+            if fields is None:
+                found = await self._commands.hgetall(key)
+            else:
+                values: list[Any] = await self._commands.hmget(key, fields)
+                found = dict(zip(fields, values, strict=True))
         return {_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
 
     async def hash_delete(self, key: str, field: str) -> None:
-        async with _available():
+        async with self._available():
             await self._commands.hdel(key, field)
 
     async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
-        async with _available():
-            await self._append(keys=[key, f"{key}:bytes"], args=[value, maxlen, max_bytes, int(ttl * 1000)])
+        async with self._available():
+            await self._append(keys=[key, f"{key}:bytes"], args=[value, maxlen, max_bytes, _ms(ttl)])
 
     async def list_items(self, key: str) -> list[bytes]:
-        async with _available():
+        async with self._available():
             items = await self._commands.lrange(key, 0, -1)
         return [item for item in items if isinstance(item, bytes)]
 
+    async def set_add(self, key: str, member: str) -> None:
+        async with self._available():
+            await self._commands.sadd(key, member)
+
+    async def set_remove(self, key: str, member: str) -> None:
+        async with self._available():
+            await self._commands.srem(key, member)
+
+    async def set_members(self, key: str) -> list[str]:
+        async with self._available():
+            members = await self._commands.smembers(key)
+        return sorted(_text(m) for m in members)
+
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
-        async with _available():
-            previous = await self._commands.set(key, value, px=int(ttl * 1000), nx=True, get=True)
+        async with self._available():
+            previous = await self._commands.set(key, value, px=_ms(ttl), nx=True, get=True)
         return previous if isinstance(previous, bytes) else None
 
     async def store(self, key: str, value: bytes, ttl: float) -> None:
-        async with _available():
-            await self._commands.set(key, value, px=int(ttl * 1000))
+        async with self._available():
+            await self._commands.set(key, value, px=_ms(ttl))
 
     async def get(self, key: str) -> bytes | None:
-        async with _available():
+        async with self._available():
             value = await self._commands.get(key)
         return value if isinstance(value, bytes) else None
 
     async def count(self, key: str, ttl: float) -> int:
-        async with _available(), self._commands.pipeline(transaction=True) as pipe:
+        async with self._available(), self._commands.pipeline(transaction=True) as pipe:
             pipe.incr(key)
-            pipe.pexpire(key, int(ttl * 1000), nx=True)
+            pipe.pexpire(key, _ms(ttl), nx=True)
             value, _ = await pipe.execute()
         return int(value)
 
-    async def expire(self, keys: Iterable[str], ttl: float) -> None:
-        async with _available(), self._commands.pipeline(transaction=False) as pipe:
+    async def expire(self, keys: Iterable[str], ttl: float | None) -> None:
+        async with self._available(), self._commands.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.pexpire(key, int(ttl * 1000))
+                if ttl is None:
+                    pipe.persist(key)
+                else:
+                    pipe.pexpire(key, _ms(ttl))
             await pipe.execute()
 
     async def delete(self, *keys: str) -> None:
-        async with _available():
+        async with self._available():
             await self._commands.delete(*keys)
+
+    async def server_id(self) -> str:
+        async with self._available():
+            info = await self._commands.info("server")
+        return str(info.get("run_id", ""))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _text(value: bytes | str) -> str:

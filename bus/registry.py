@@ -1,12 +1,19 @@
-"""The session registry: which sessions exist, whose they are, and which replica holds each one."""
+"""The session registry: which sessions exist, whose they are, and which replica holds each one.
+
+A connected session's record has no time to live: its replica's liveness stands for it. Each replica
+beats once per `heartbeat_seconds` in one hash (`Keys.replicas`), whatever the number of its sessions;
+a replica silent for three beats is dead, and its sessions count as disconnected since its last beat
+(checked on lookup, and by a sweep any live replica runs). A disconnected session's record, log and
+open questions expire a grace period after the disconnect.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import re
+import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -17,6 +24,8 @@ from bus.keys import Keys
 from bus.settings import Settings
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: A replica silent for this many heartbeats is dead.
+DEAD_AFTER_BEATS = 3
 
 
 def valid_session_id(value: object) -> TypeGuard[str]:
@@ -28,6 +37,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_epoch() -> str:
+    """The name of a new session log: offsets count within one epoch."""
+    return secrets.token_hex(4)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
     """What any process can learn about a session."""
@@ -37,6 +51,7 @@ class SessionRecord:
     user: dict[str, Any] | None
     thread_id: str | None
     replica: str
+    #: Held by a live replica (a dead replica's sessions count as disconnected).
     connected: bool
     created_at: float
     last_seen: float
@@ -45,20 +60,41 @@ class SessionRecord:
     data: bytes
     #: The highest log offset the client acknowledged ("0-0" if none).
     acked: str
+    #: The epoch of the session's log.
+    epoch: str
 
     def accepts(self, resume_token: str) -> bool:
         """Whether `resume_token` is this session's, compared in constant time."""
         return hmac.compare_digest(token_hash(resume_token), self.token_hash)
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a replica re-registers for a session it holds when Redis lost its record."""
+
+    id: str
+    user: dict[str, Any] | None
+    thread_id: str | None
+    token_hash: str
+    data: bytes
+    acked: str
+
+
 class SessionRegistry:
-    """Session records as Redis hashes that expire a grace period after their last heartbeat."""
+    """Session records as hashes; see the module docstring for their lifetimes."""
 
     def __init__(self, store: Store, keys: Keys, settings: Settings) -> None:
         self._store = store
         self._keys = keys
         self._ttl = settings.session_grace_seconds
+        self._beat_every = settings.heartbeat_seconds
         self._replica = settings.replica_id
+        #: What the last beat saw: (the server's identity, whether our beat was there).
+        self._server: str | None = None
+
+    @property
+    def dead_after(self) -> float:
+        return DEAD_AFTER_BEATS * self._beat_every
 
     async def create(
         self,
@@ -68,20 +104,29 @@ class SessionRegistry:
         thread_id: str | None,
         resume_token: str,
     ) -> None:
+        held = Held(session_id, user, thread_id, token_hash(resume_token), b"", "0-0")
+        await self._register(held)
+
+    async def _register(self, held: Held) -> None:
         now = str(time.time()).encode()
         fields = {
-            "user": msgpack.packb(user) if user else b"",
-            "thread_id": (thread_id or "").encode(),
+            "user": msgpack.packb(held.user) if held.user else b"",
+            "thread_id": (held.thread_id or "").encode(),
             "replica": self._replica.encode(),
             "connected": b"1",
             "created_at": now,
             "last_seen": now,
-            "token_hash": token_hash(resume_token).encode(),
-            "data": b"",
+            "token_hash": held.token_hash.encode(),
+            "data": held.data,
+            "acked": held.acked.encode(),
+            "epoch": new_epoch().encode(),
+            "seq": b"0",
         }
-        await self._store.hash_set(self._keys.session(session_id), fields, self._ttl)
+        await self._store.hash_set(self._keys.session(held.id), fields, None)
+        await self._store.set_add(self._keys.replica_sessions(self._replica), held.id)
 
     async def get(self, session_id: str) -> SessionRecord | None:
+        """The session's record, or None if it never existed or has expired."""
         if not valid_session_id(session_id):
             return None
         found = await self._store.hash_get(self._keys.session(session_id))
@@ -89,17 +134,26 @@ class SessionRegistry:
             return None
         text = {k: v.decode(errors="replace") for k, v in found.items() if k not in ("data", "user")}
         user = msgpack.unpackb(found["user"]) if found.get("user") else None
+        connected, last_seen = text.get("connected") == "1", float(text.get("last_seen", 0))
+        replica = text.get("replica", "")
+        if connected and replica != self._replica:
+            beat = await self._last_beat(replica)
+            if beat is None or time.time() - beat > self.dead_after:  # its replica died
+                connected, last_seen = False, max(last_seen, beat or 0.0)
+                if time.time() > last_seen + self._ttl:
+                    return None
         return SessionRecord(
             id=session_id,
             user=user if isinstance(user, dict) else None,
             thread_id=text.get("thread_id") or None,
-            replica=text.get("replica", ""),
-            connected=text.get("connected") == "1",
+            replica=replica,
+            connected=connected,
             created_at=float(text.get("created_at", 0)),
-            last_seen=float(text.get("last_seen", 0)),
+            last_seen=last_seen,
             token_hash=text["token_hash"],
             data=found.get("data", b""),
             acked=text.get("acked") or "0-0",
+            epoch=text.get("epoch", ""),
         )
 
     async def resumable(self, session_id: object, resume_token: object) -> SessionRecord | None:
@@ -117,14 +171,25 @@ class SessionRegistry:
             "connected": b"1",
             "last_seen": str(time.time()).encode(),
         }
-        await self._store.hash_set(self._keys.session(session_id), fields, self._ttl)
-        await self._store.expire(self._companions(session_id), self._ttl)
+        await self._store.hash_set(self._keys.session(session_id), fields, None)
+        await self._store.expire(self._companions(session_id), None)
+        await self._store.set_add(self._keys.replica_sessions(self._replica), session_id)
 
-    async def detach(self, session_id: str, data: bytes, acked: str) -> None:
-        """Record a disconnect: the session (and its log) stays resumable for the grace period."""
-        fields = {"connected": b"0", "last_seen": str(time.time()).encode()}
-        await self._store.hash_set(self._keys.session(session_id), fields | _state(data, acked), self._ttl)
-        await self._store.expire(self._companions(session_id), self._ttl)
+    async def detach(self, session_id: str, data: bytes, acked: str) -> bool:
+        """Record a disconnect, unless another replica holds the session now (then False): the
+        session, its log and open questions stay resumable for the grace period."""
+        fields = {
+            "connected": b"0",
+            "last_seen": str(time.time()).encode(),
+            "data": data,
+            "acked": acked.encode(),
+        }
+        key = self._keys.session(session_id)
+        mine = await self._store.hash_set_if(key, "replica", self._replica.encode(), fields, self._ttl)
+        if mine:
+            await self._store.expire(self._companions(session_id), self._ttl)
+        await self._store.set_remove(self._keys.replica_sessions(self._replica), session_id)
+        return mine
 
     def _companions(self, session_id: str) -> list[str]:
         """The keys that live exactly as long as the session record."""
@@ -132,11 +197,10 @@ class SessionRegistry:
 
     async def save_state(self, session_id: str, data: bytes, acked: str) -> None:
         """Save what follows the session to another replica: custom keys and the acked offset."""
-        await self._store.hash_set(self._keys.session(session_id), _state(data, acked), self._ttl)
-
-    async def heartbeat(self, session_ids: Iterable[str]) -> None:
-        keys = [key for s in session_ids for key in (self._keys.session(s), *self._companions(s))]
-        await self._store.expire(keys, self._ttl)
+        fields = {"data": data, "acked": acked.encode()}
+        await self._store.hash_set_if(
+            self._keys.session(session_id), "replica", self._replica.encode(), fields, None
+        )
 
     async def open_ask(self, session_id: str, correlation: str, ask: dict[str, Any], ttl: float) -> None:
         """Record a question put to the session, so the replica holding it next asks it again."""
@@ -162,6 +226,63 @@ class SessionRegistry:
     async def delete(self, session_id: str) -> None:
         await self._store.delete(self._keys.session(session_id), *self._companions(session_id))
 
+    # -- liveness --------------------------------------------------------------------------------
 
-def _state(data: bytes, acked: str) -> dict[str, bytes]:
-    return {"data": data, "acked": acked.encode()}
+    async def beat(self) -> bool:
+        """Say this replica is alive; True if Redis lost data since the last beat (restarted empty,
+        failed over to another server, or was flushed): the caller re-registers its sessions."""
+        key, me = self._keys.replicas(), self._replica
+        previous = (await self._store.hash_get(key, [me]) or {}).get(me)
+        server = await self._store.server_id()
+        await self._store.hash_set(key, {me: str(time.time()).encode()}, None)
+        lost = self._server is not None and (previous is None or server != self._server)
+        self._server = server
+        return lost
+
+    async def restore(self, held: list[Held]) -> list[str]:
+        """Register again, with new logs, the held sessions whose records are gone; returns their ids."""
+        missing = [
+            h for h in held if (await self._store.hash_get(self._keys.session(h.id), ["epoch"])) is None
+        ]
+        for session in missing:
+            await self._register(session)
+        return [h.id for h in missing]
+
+    async def leave(self) -> None:
+        """This replica stops: it beats no more (its sessions were detached)."""
+        await self._store.hash_delete(self._keys.replicas(), self._replica)
+
+    async def sweep(self) -> int:
+        """Mark the sessions of dead replicas disconnected since their last beat; returns how many."""
+        now, swept = time.time(), 0
+        for replica, raw in (await self._store.hash_get(self._keys.replicas()) or {}).items():
+            beat = _float(raw)
+            if replica == self._replica or now - beat <= self.dead_after:
+                continue
+            if await self._store.claim(self._keys.sweep(replica), b"1", self.dead_after) is not None:
+                continue  # another replica sweeps it
+            sessions = self._keys.replica_sessions(replica)
+            for session_id in await self._store.set_members(sessions):
+                ttl = beat + self._ttl - now
+                fields = {"connected": b"0", "last_seen": str(beat).encode()}
+                key = self._keys.session(session_id)
+                if ttl <= 0:
+                    if await self._store.hash_set_if(key, "replica", replica.encode(), fields, 0.001):
+                        await self._store.delete(*self._companions(session_id))
+                elif await self._store.hash_set_if(key, "replica", replica.encode(), fields, ttl):
+                    await self._store.expire(self._companions(session_id), ttl)
+                swept += 1
+            await self._store.delete(sessions)
+            await self._store.hash_delete(self._keys.replicas(), replica)
+        return swept
+
+    async def _last_beat(self, replica: str) -> float | None:
+        found = (await self._store.hash_get(self._keys.replicas(), [replica]) or {}).get(replica)
+        return _float(found) if found is not None else None
+
+
+def _float(raw: bytes) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0

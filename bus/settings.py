@@ -29,12 +29,17 @@ class Settings:
     replica_id: str = field(default_factory=_generated_replica_id)
     #: How long a disconnected session stays resumable (and addressable) before it expires.
     session_grace_seconds: float = 300.0
+    #: Every Redis command answers within this many seconds, or the caller gets BusUnavailable.
+    redis_timeout_seconds: float = 5.0
+    #: Redis command connections per process; more concurrent commands wait (within the timeout).
+    redis_max_connections: int = 64
     #: Largest encoded envelope accepted on publish and on receipt.
     max_envelope_bytes: int = 1024 * 1024
     #: Prefix of every Redis key and channel this project uses.
     key_prefix: str = "switchboard"
-    #: Messages kept per session log for replay (trimmed approximately, `MAXLEN ~`).
+    #: Messages kept per session log for replay (count, bytes and age limits, whichever binds first).
     session_log_length: int = 1000
+    session_log_seconds: float = 900.0
     #: Log entries read per round trip when replaying (never an unbounded XRANGE).
     replay_batch: int = 100
     #: Store every message of a thread (bounded) so a resumed thread gets its history.
@@ -88,8 +93,8 @@ class Settings:
 
     @property
     def heartbeat_seconds(self) -> float:
-        """Interval at which a replica refreshes the registry TTL of the sessions it holds."""
-        return min(30.0, self.session_grace_seconds / 3)
+        """Interval of a replica's heartbeat (one write per replica, whatever its sessions)."""
+        return min(5.0, self.session_grace_seconds / 3)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +120,9 @@ class Settings:
             ("REPLAY_BATCH", int),
             ("THREAD_HISTORY_LENGTH", int),
             ("SESSION_LOG_BYTES", int),
+            ("SESSION_LOG_SECONDS", float),
+            ("REDIS_TIMEOUT_SECONDS", float),
+            ("REDIS_MAX_CONNECTIONS", int),
             ("THREAD_HISTORY_BYTES", int),
             ("THREAD_TTL_SECONDS", float),
             ("EVENT_BURST", int),

@@ -112,16 +112,17 @@ class Process:
         self.proc.wait()
 
 
-def start_redis() -> tuple[Process, int]:
+def start_redis(port: int | None = None, *extra: str) -> tuple[Process, int]:
+    """A redis-server of its own, keeping nothing on disk (on `port`, or a free one)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
             "redis-server is not installed; the tests start their own. "
             "Install it with `apt-get install redis-server` (or run `make test`, which does)."
         )
-    port = free_port()
+    port = port or free_port()
     proc = Process(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra],
         name="redis-server",
     )
     proc.wait_for_line("Ready to accept connections")
@@ -178,8 +179,9 @@ class ChatClient:
     events: list[tuple[str, Any]] = field(default_factory=list)
     session_id: str = ""
     resume_token: str = ""
-    #: Highest log offset received: what a reconnect presents as `lastOffset`.
+    #: Highest log offset received, and the epoch it counts in: what a reconnect presents.
     last_offset: str = "0-0"
+    epoch: str = ""
     _consumed: set[int] = field(default_factory=set)
     _answers: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -208,9 +210,11 @@ class ChatClient:
             self.events.append((event, data))
             if event == "session":
                 self.session_id, self.resume_token = data["sessionId"], data["resumeToken"]
+            if event == "log_reset":
+                self.last_offset, self.epoch = "0-0", data["epoch"]
             offset = data.get("offset") if isinstance(data, dict) else None
             if offset is not None and offset_key(offset) > offset_key(self.last_offset):
-                self.last_offset = offset
+                self.last_offset, self.epoch = offset, data.get("epoch", self.epoch)
             self._changed.notify_all()
 
     async def connect(
@@ -266,6 +270,7 @@ class ChatClient:
             "sessionId": self.session_id,
             "resumeToken": self.resume_token,
             "lastOffset": self.last_offset,
+            **({"lastEpoch": self.epoch} if self.epoch else {}),
             **extra,
         }
 

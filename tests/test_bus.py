@@ -26,7 +26,7 @@ def envelope(text: str, session: str = SESSION) -> Envelope:
 async def collect(bus: Bus, target: Target) -> asyncio.Queue[Envelope]:
     queue: asyncio.Queue[Envelope] = asyncio.Queue()
 
-    async def handler(env: Envelope, offset: str) -> None:
+    async def handler(env: Envelope, offset: str, epoch: str) -> None:
         await queue.put(env)
 
     await bus.subscribe(target, handler)
@@ -86,7 +86,7 @@ async def test_oversized_publish_is_refused(settings: Callable[..., Settings]) -
 async def test_failing_handler_is_counted_and_delivery_goes_on(bus: Bus) -> None:
     seen: asyncio.Queue[str] = asyncio.Queue()
 
-    async def handler(env: Envelope, offset: str) -> None:
+    async def handler(env: Envelope, offset: str, epoch: str) -> None:
         if env.payload["output"] == "boom":
             raise RuntimeError("handler bug")
         await seen.put(env.payload["output"])
@@ -142,7 +142,7 @@ async def test_send_logs_and_publishes_atomically_with_ordered_offsets(any_bus: 
     await session_exists(bus)
     inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
-    async def handler(env: Envelope, offset: str) -> None:
+    async def handler(env: Envelope, offset: str, epoch: str) -> None:
         await inbox.put((env.payload["output"], offset))
 
     await bus.subscribe(Target.session(SESSION), handler)

@@ -168,10 +168,10 @@ def test_documented_form_is_what_from_env_accepts(row: Row) -> None:
 
 
 def test_heartbeat_interval_is_the_documented_formula() -> None:
-    assert "Derived heartbeat interval: `min(30, grace / 3)` seconds" in DOC.read_text()
-    for grace in (0.3, 1.0, 89.0, 90.0, 300.0, 1e6):
+    assert "Derived heartbeat interval: `min(5, grace / 3)` seconds" in DOC.read_text()
+    for grace in (0.3, 1.0, 14.0, 15.0, 300.0, 1e6):
         settings = Settings.from_env({"SWITCHBOARD_SESSION_GRACE_SECONDS": str(grace)})
-        assert settings.heartbeat_seconds == pytest.approx(min(30, grace / 3)), grace
+        assert settings.heartbeat_seconds == pytest.approx(min(5, grace / 3)), grace
 
 
 def test_quoted_error_messages_are_the_real_ones() -> None:

@@ -40,6 +40,10 @@ async def new_session(bus: Bus) -> str:
     return session_id
 
 
+async def epoch_of(bus: Bus, session_id: str) -> str:
+    return (await bus.log_bounds(session_id))[2]
+
+
 async def send(bus: Bus, session_id: str, n: int) -> list[Envelope]:
     sent = []
     for i in range(n):
@@ -57,12 +61,13 @@ async def test_live_durable_envelopes_go_out_once_in_offset_order(bus: Bus) -> N
     socket, session_id = Socket(), await new_session(bus)
     box = mailbox(bus, session_id, socket)
     first, second = await send(bus, session_id, 2)
-    await box.deliver(first, "1-0")
-    await box.deliver(first, "1-0")  # a duplicate (e.g. replayed and live)
-    await box.deliver(second, "2-0")
+    await box.deliver(first, "1-0", await epoch_of(bus, session_id))
+    await box.deliver(first, "1-0", await epoch_of(bus, session_id))  # a duplicate (e.g. replayed and live)
+    await box.deliver(second, "2-0", await epoch_of(bus, session_id))
+    epoch = await epoch_of(bus, session_id)
     assert socket.events == [
-        ("new_message", {"n": 0, "offset": "1-0"}),
-        ("new_message", {"n": 1, "offset": "2-0"}),
+        ("new_message", {"n": 0, "offset": "1-0", "epoch": epoch}),
+        ("new_message", {"n": 1, "offset": "2-0", "epoch": epoch}),
     ]
     assert box.last_offset == "2-0"
 
@@ -72,8 +77,10 @@ async def test_live_envelopes_wait_during_a_resume_replay_and_the_seam_drops_dup
     sent = await send(bus, session_id, 4)
     box = mailbox(bus, session_id, socket)
     box.hold("1-0")  # the client has offset 1
-    await box.deliver(sent[3], "4-0")  # arrives live while the log is replayed: held
-    await box.deliver(Envelope(Target("user", "u"), "note", {"live": True}, "test"), "")
+    await box.deliver(
+        sent[3], "4-0", await epoch_of(bus, session_id)
+    )  # arrives live while the log is replayed: held
+    await box.deliver(Envelope(Target("user", "u"), "note", {"live": True}, "test"), "", "")
     assert socket.events == []
     count = await box.replay(resumed=True)
     assert count == 3
@@ -83,7 +90,7 @@ async def test_live_envelopes_wait_during_a_resume_replay_and_the_seam_drops_dup
     assert box.pending is None and not box.replaying
     # Live again: the next envelope goes straight out.
     (fifth,) = await send(bus, session_id, 1)
-    await box.deliver(fifth, "5-0")
+    await box.deliver(fifth, "5-0", await epoch_of(bus, session_id))
     assert socket.offsets()[-1] == "5-0"
 
 
@@ -152,7 +159,7 @@ async def test_acks_only_up_to_what_was_sent(bus: Bus) -> None:
     (envelope,) = await send(bus, session_id, 1)
     box = mailbox(bus, session_id, socket)
     assert not box.ack("1-0")  # never sent to this socket
-    await box.deliver(envelope, "1-0")
+    await box.deliver(envelope, "1-0", await epoch_of(bus, session_id))
     assert box.ack("1-0") and box.acked == "1-0"
     assert box.ack("0-0") and box.acked == "1-0"  # an older ack does not move it back
     assert not box.ack("2-0")
@@ -162,5 +169,5 @@ async def test_questions_are_shown_not_emitted(bus: Bus) -> None:
     socket, session_id = Socket(), await new_session(bus)
     box = mailbox(bus, session_id, socket)
     ask = Envelope(Target.session(session_id), ASK, {"correlationId": "c"}, "test")
-    await box.deliver(ask, "")
+    await box.deliver(ask, "", "")
     assert socket.asks == [{"correlationId": "c"}] and socket.events == []

@@ -50,7 +50,7 @@ class AskUserMessage:
         correlation = new_id()
         answered: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
 
-        async def on_reply(envelope: Envelope, offset: str) -> None:
+        async def on_reply(envelope: Envelope, offset: str, epoch: str) -> None:
             if not answered.done():
                 answer = envelope.payload.get("answer")
                 answered.set_result(answer if isinstance(answer, dict) else None)

@@ -8,17 +8,19 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 from bus import Bus, BusUnavailable, Envelope, Target
+from bus.registry import Held
 from web.limits import HookQueue, TokenBucket
 from web.mailbox import Mailbox
 from web.protocol import ASK, CONTROL_PREFIX, TAKEOVER
 from web.user import User
 
 log = logging.getLogger("switchboard.web")
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True, eq=False)
@@ -37,6 +39,8 @@ class LocalSession:
     started: bool = False
     #: Set when a newer connection resumed the session: this socket closes without ending it.
     replaced: bool = False
+    #: SHA-256 of the resume token this socket was given (re-registered if Redis loses the record).
+    token_hash: str = ""
     #: Correlation ids of the questions shown on this socket.
     asked: set[str] = field(default_factory=set)
 
@@ -59,6 +63,7 @@ class LocalSessions:
 
     async def start(self) -> None:
         await self._bus.subscribe(Target("broadcast"), self._deliver_to_many)
+        await self._bus.registry.beat()
         self._heartbeat = self.spawn(self._beat())
 
     async def stop(self) -> None:
@@ -70,12 +75,13 @@ class LocalSessions:
         with contextlib.suppress(BusUnavailable):
             for local in list(self.by_id.values()):
                 await self._bus.registry.detach(local.id, _pack(local.data), local.mailbox.acked)
+            await self._bus.registry.leave()
         await asyncio.gather(*self._background, return_exceptions=True)
 
     def for_user(self, identifier: str) -> list[LocalSession]:
         return [self.by_id[i] for i in self._by_user.get(identifier, ()) if i in self.by_id]
 
-    async def _deliver(self, envelope: Envelope, offset: str) -> None:
+    async def _deliver(self, envelope: Envelope, offset: str, epoch: str) -> None:
         """Bus handler for session channels: to the session's mailbox, or a takeover to act on."""
         local = self.by_id.get(envelope.target.id)
         if local is None:
@@ -84,9 +90,9 @@ class LocalSessions:
             if envelope.origin != self._bus.settings.replica_id:
                 await self._replaced(local)
         elif not envelope.event.startswith(CONTROL_PREFIX):
-            await local.mailbox.deliver(envelope, offset)
+            await local.mailbox.deliver(envelope, offset, epoch)
 
-    async def _deliver_to_many(self, envelope: Envelope, offset: str) -> None:
+    async def _deliver_to_many(self, envelope: Envelope, offset: str, epoch: str) -> None:
         """Bus handler for user and broadcast channels: every matching session here, once each."""
         if envelope.event.startswith(CONTROL_PREFIX) or envelope.event == ASK:
             return
@@ -95,12 +101,30 @@ class LocalSessions:
         else:
             targets = list(self.by_id.values())
         for local in targets:
-            await local.mailbox.deliver(envelope, "")
+            await local.mailbox.deliver(envelope, "", "")
 
     async def restore(self) -> None:
-        """Once a lost bus subscription is back, every session here catches up from its log."""
+        """Once a lost bus subscription is back, every session here catches up from its log (after
+        registering again what Redis lost, if it lost anything meanwhile)."""
+        try:
+            if await self._bus.registry.beat():
+                await self._register_again()
+        except BusUnavailable as exc:
+            log.warning("after the subscription came back, the registry check failed: %s", exc)
         for local in self.by_id.values():
             if (replay := local.mailbox.restore()) is not None:
+                self.spawn(replay)
+
+    async def _register_again(self) -> None:
+        """Redis lost data: sessions held here whose records are gone get them back, with new logs."""
+        held = [
+            Held(s.id, s.user.to_dict() if s.user else None, s.thread_id, s.token_hash, _pack(s.data), "0-0")
+            for s in self.by_id.values()
+        ]
+        restored = await self._bus.registry.restore(held)
+        log.warning("Redis lost data: registered %d of %d sessions held here again", len(restored), len(held))
+        for session_id in restored:
+            if (local := self.by_id.get(session_id)) is not None and (replay := local.mailbox.restore()):
                 self.spawn(replay)
 
     async def attach(self, local: LocalSession) -> None:
@@ -130,7 +154,8 @@ class LocalSessions:
                 await self._bus.unsubscribe(Target("user", local.user.identifier))
 
     def end_after_grace(self, local: LocalSession, end: Callable[[], Awaitable[None]]) -> None:
-        """Run `end` (on_chat_end) and delete the session unless it resumes within its grace period."""
+        """Record the disconnect, then run `end` (on_chat_end) and delete the session unless it
+        resumes within its grace period."""
         self._endings[local.id] = self.spawn(self._end_after_grace(local, end))
 
     def cancel_ending(self, session_id: str) -> None:
@@ -138,14 +163,18 @@ class LocalSessions:
             ending.cancel()
 
     async def _end_after_grace(self, local: LocalSession, end: Callable[[], Awaitable[None]]) -> None:
-        await asyncio.sleep(self._bus.settings.session_grace_seconds)
+        if not await self.save_detached(local):
+            return  # another replica holds it now
+        grace = self._bus.settings.session_grace_seconds
+        log.info("session %s detached; resumable for %gs", local.id, grace)
+        await asyncio.sleep(grace)
         self._endings.pop(local.id, None)
-        record = await self._bus.registry.get(local.id)
+        record = await _retrying(lambda: self._bus.registry.get(local.id), f"the end of session {local.id}")
         if record is not None and (record.connected or record.replica != self._bus.settings.replica_id):
             return  # resumed elsewhere
         local.hooks.cancel()
         await end()
-        await self._bus.registry.delete(local.id)
+        await _retrying(lambda: self._bus.registry.delete(local.id), f"the end of session {local.id}")
 
     def data_changed(self, session_id: str) -> None:
         """Save the session's custom keys and acked offset soon (coalesced), so they follow it."""
@@ -159,17 +188,26 @@ class LocalSessions:
         if (local := self.by_id.get(session_id)) is not None:
             await self._bus.registry.save_state(session_id, _pack(local.data), local.mailbox.acked)
 
-    async def save_detached(self, local: LocalSession) -> None:
-        """Record the disconnect with what follows the session (custom keys, acked offset)."""
-        await self._bus.registry.detach(local.id, _pack(local.data), local.mailbox.acked)
+    async def save_detached(self, local: LocalSession) -> bool:
+        """Record the disconnect with what follows the session (custom keys, acked offset); retried
+        while Redis is away. Only the replica that holds the session in the registry may do it:
+        False if another one does."""
+        data, acked = _pack(local.data), local.mailbox.acked
+        return await _retrying(
+            lambda: self._bus.registry.detach(local.id, data, acked), f"the detach of {local.id}"
+        )
 
     async def _beat(self) -> None:
+        """One heartbeat per interval for the whole replica; re-register what Redis lost; sweep
+        the sessions of dead replicas."""
         while True:
             await asyncio.sleep(self._bus.settings.heartbeat_seconds)
             try:
-                await self._bus.registry.heartbeat(list(self.by_id))
+                if await self._bus.registry.beat():
+                    await self._register_again()
+                await self._bus.registry.sweep()
             except BusUnavailable as exc:
-                log.warning("session heartbeat failed: %s", exc)
+                log.warning("heartbeat failed: %s", exc)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coro` in the background; it is awaited when the server stops."""
@@ -177,6 +215,18 @@ class LocalSessions:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+async def _retrying(step: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """Run `step` until the bus answers (backing off to 2 s between tries)."""
+    backoff = 0.05
+    while True:
+        try:
+            return await step()
+        except BusUnavailable as exc:
+            log.warning("%s waits for the bus: %s", what, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
 
 def _pack(data: dict[str, Any]) -> bytes:

@@ -1,8 +1,10 @@
 """The mailbox of one session held here: what its socket was sent, and catching up from its log.
 
-Durable envelopes carry their log offset; the mailbox emits each offset at most once, in order. While
-the log is replayed (on a resume, or after the bus subscription was lost) live envelopes wait in
-`pending` and are emitted after the replay, the de-duplication by offset closing the seam.
+Durable envelopes carry their log offset and the log's epoch; the mailbox emits each offset at most once,
+in order, within one epoch. While the log is replayed (on a resume, or after the bus subscription was
+lost) live envelopes wait in `pending` and are emitted after the replay, the de-duplication by offset
+closing the seam. A new epoch (Redis lost the log) starts the count again, and the client is told
+(`log_reset`).
 """
 
 from __future__ import annotations
@@ -35,24 +37,26 @@ class Mailbox:
         self._bus = bus
         self._emit_event = emit
         self._show_ask = show_ask
+        #: The log's epoch the offsets below count in (None: not known yet).
+        self.epoch: str | None = None
         #: Highest log offset emitted to this socket; durable envelopes at or below it are duplicates.
         self.last_offset = "0-0"
         #: Highest offset the client acknowledged: where a resume without `lastOffset` starts.
         self.acked = acked
         #: While the log is being replayed, live envelopes wait here, in order.
-        self.pending: list[tuple[Envelope, str]] | None = None
+        self.pending: list[tuple[Envelope, str, str]] | None = None
         self.replaying = False
         #: The subscription was lost during a replay: read the log once more before going live.
         self.replay_again = False
         #: Cleared when the session leaves this replica: a running replay stops.
         self.open = True
 
-    async def deliver(self, envelope: Envelope, offset: str) -> None:
+    async def deliver(self, envelope: Envelope, offset: str, epoch: str) -> None:
         """A live envelope for this session ("" offset: not logged, e.g. a user or broadcast send)."""
         if self.pending is None:
-            await self._emit(envelope, offset)
+            await self._emit(envelope, offset, epoch)
         elif len(self.pending) < MAX_PENDING:
-            self.pending.append((envelope, offset))
+            self.pending.append((envelope, offset, epoch))
         elif offset:
             self.replay_again = True  # it is in the log: the running replay reads it from there
         else:
@@ -68,9 +72,10 @@ class Mailbox:
             self.acked = offset
         return True
 
-    def hold(self, after: str) -> None:
-        """Before a resume's replay: emit nothing live until the log after `after` is replayed."""
-        self.last_offset = after
+    def hold(self, after: str, epoch: str | None = None) -> None:
+        """Before a resume's replay: emit nothing live until the log after `after` (counted in
+        `epoch`, if the client says) is replayed."""
+        self.last_offset, self.epoch = after, epoch
         self.pending, self.replaying = [], True
 
     def restore(self) -> Coroutine[Any, Any, int] | None:
@@ -90,19 +95,12 @@ class Mailbox:
         On a resume the client is told if part of what it asked for was trimmed away
         (`replay_truncated`) and how many messages it got (`replayed`). Returns that count.
         """
-        requested: str | None = self.last_offset if resumed else None
-        replayed, backoff = 0, 0.05
+        replayed, backoff, checked = 0, 0.05, False
         while self.open:
             try:
-                if requested is not None:
-                    first, last = await self._bus.log_bounds(self.session_id)
-                    if offset_key(requested) > offset_key(last):
-                        # The client claims more than was ever sent: trust the log, not the claim.
-                        requested = self.last_offset = last
-                    if trimmed_after(requested, first, last):
-                        truncated = {"requestedOffset": requested, "firstOffset": first}
-                        await self._emit_event("replay_truncated", truncated)
-                    requested = None
+                if not checked:
+                    await self._check_bounds(resumed=resumed)
+                    checked = True
                 replayed += await self._catch_up()
                 break
             except BusUnavailable as exc:
@@ -112,12 +110,33 @@ class Mailbox:
             except Exception:
                 log.exception("replay for session %s failed; delivering live from now on", self.session_id)
                 held, self.pending, self.replaying, self.replay_again = self.pending or [], None, False, False
-                for envelope, offset in held:
-                    await self._emit(envelope, offset)
+                for envelope, offset, epoch in held:
+                    await self._emit(envelope, offset, epoch)
                 break
         if resumed and self.open:
             await self._emit_event("replayed", {"count": replayed})
         return replayed
+
+    async def _check_bounds(self, *, resumed: bool) -> None:
+        """Before reading the log: a new epoch starts the count again; a claimed offset beyond the
+        log is not believed; on a resume, a trimmed start is reported."""
+        first, last, epoch = await self._bus.log_bounds(self.session_id)
+        if epoch and epoch != self.epoch:
+            await self._switch_epoch(epoch)
+        if offset_key(self.last_offset) > offset_key(last):
+            self.last_offset = last  # the client claims more than was ever sent: trust the log
+        if resumed and trimmed_after(self.last_offset, first, last):
+            truncated = {"requestedOffset": self.last_offset, "firstOffset": first}
+            await self._emit_event("replay_truncated", truncated)
+
+    async def _switch_epoch(self, epoch: str) -> None:
+        """Offsets count in `epoch` from now on. If they counted in another log before (Redis lost
+        it), start again and tell the client; if the epoch was unknown, just learn it."""
+        previous, self.epoch = self.epoch, epoch
+        if previous is not None:
+            self.last_offset, self.acked = "0-0", "0-0"
+            log.warning("session %s: its log was lost and started again (epoch %s)", self.session_id, epoch)
+            await self._emit_event("log_reset", {"epoch": epoch, "previousEpoch": previous})
 
     async def _catch_up(self) -> int:
         replayed = 0
@@ -125,22 +144,22 @@ class Mailbox:
             while True:
                 batch = await self._bus.read_log(self.session_id, self.last_offset)
                 for offset, envelope in batch.entries:
-                    replayed += await self._emit(envelope, offset)
+                    replayed += await self._emit(envelope, offset, self.epoch or "")
                 if batch.last:  # also past undecodable entries, which were skipped and counted
                     self.last_offset = max(self.last_offset, batch.last, key=offset_key)
                 if not batch.more:
                     break
             assert self.pending is not None
             while self.pending:
-                envelope, offset = self.pending.pop(0)
-                await self._emit(envelope, offset)
+                envelope, offset, epoch = self.pending.pop(0)
+                await self._emit(envelope, offset, epoch)
             if not self.replay_again:
                 # No await between this check and going live: nothing can slip in between.
                 self.pending, self.replaying = None, False
                 return replayed
             self.replay_again = False
 
-    async def _emit(self, envelope: Envelope, offset: str) -> bool:
+    async def _emit(self, envelope: Envelope, offset: str, epoch: str) -> bool:
         """Emit to the socket unless it is a duplicate; returns whether a durable event went out."""
         if envelope.event == ASK:
             await self._show_ask(envelope.payload)
@@ -148,8 +167,10 @@ class Mailbox:
         if not offset:
             await self._emit_event(envelope.event, envelope.payload)
             return False
+        if epoch != self.epoch:
+            await self._switch_epoch(epoch)
         if offset_key(offset) <= offset_key(self.last_offset):
             return False  # already delivered: the seam between replay and live delivery
         self.last_offset = offset
-        await self._emit_event(envelope.event, {**envelope.payload, "offset": offset})
+        await self._emit_event(envelope.event, {**envelope.payload, "offset": offset, "epoch": epoch})
         return True

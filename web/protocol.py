@@ -47,6 +47,7 @@ EVENTS: dict[str, Event] = {
         Event("session_replaced", "replica"),
         Event("replay_truncated", "replica"),
         Event("replayed", "replica"),
+        Event("log_reset", "replica"),
         Event("thread_history", "replica"),
         # Refusals of client events: a flood (`rate_limited`), or a message too large or too many.
         Event("rate_limited", "replica"),

@@ -12,6 +12,7 @@ from typing import Any
 import socketio
 
 from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_offset
+from bus.registry import token_hash
 from web import data, runtime
 from web.ask import AskRelay
 from web.auth import AuthError, handshake_token, verify_jwt
@@ -104,10 +105,12 @@ class ChatServer:
                 raise _refused("session_of_another_user", "this session belongs to another user")
             local = await self._resume(sid, record, resume_token)
             # Replay from what the client says it has, else from what it last acknowledged.
-            last_offset = auth.get("lastOffset")
-            local.mailbox.hold(last_offset if valid_offset(last_offset) else local.mailbox.acked)
+            last_offset, last_epoch = auth.get("lastOffset"), auth.get("lastEpoch")
+            epoch = last_epoch if isinstance(last_epoch, str) and len(last_epoch) <= 32 else None
+            local.mailbox.hold(last_offset if valid_offset(last_offset) else local.mailbox.acked, epoch)
         else:
             local = await self._create(sid, user, auth.get("threadId"), resume_token)
+        local.token_hash = token_hash(resume_token)
         await self.sessions.attach(local)
         # Emitted from the connect handler, this is queued before any other event for the socket.
         await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
@@ -202,9 +205,7 @@ class ChatServer:
         await self.sessions.detach(local)
         if local.replaced:
             return  # resumed on another replica, which now owns the registry entry
-        await self.sessions.save_detached(local)
         self.sessions.end_after_grace(local, lambda: self._run_end(local))
-        log.info("session %s detached; resumable for %gs", local.id, self.settings.session_grace_seconds)
 
     def _client(self, sid: str) -> LocalSession | None:
         """The session of a client event, if the socket's event budget allows one more."""

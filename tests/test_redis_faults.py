@@ -1,0 +1,290 @@
+"""Redis beyond one healthy node: it restarts empty, stalls, refuses writes; detaches while it is away;
+the command pool stays bounded; the registry costs O(replicas) at rest. Each test has a redis-server of
+its own, which it restarts, pauses or fills."""
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+import pytest
+import redis.asyncio as redis
+
+from bus import Bus, Envelope, SessionNotFound, Settings, Target
+from tests.harness import ChatClient, Replica, start_redis, start_replica
+from web import ChatServer, User, create_jwt
+from web.local import LocalSession
+from web.mailbox import Mailbox
+from workers import Client
+
+AUTH = "f" * 48
+
+
+class OwnRedis:
+    """A redis-server this test may restart, pause and fill."""
+
+    def __init__(self) -> None:
+        self.proc, self.port = start_redis()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def restart_empty(self) -> None:
+        self.proc.kill()
+        self.proc, _ = start_redis(self.port)
+
+    def pause(self) -> None:
+        os.kill(self.proc.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        self.proc.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    server = OwnRedis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_replicas(own_redis: OwnRedis, prefix: str) -> Iterator[Callable[..., Replica]]:
+    started: list[Replica] = []
+
+    def start(**env: str) -> Replica:
+        settings = {
+            "SWITCHBOARD_REDIS_URL": own_redis.url,
+            "SWITCHBOARD_KEY_PREFIX": prefix,
+            "SWITCHBOARD_AUTH_SECRET": AUTH,
+            "SWITCHBOARD_REQUIRE_LOGIN": "false",
+            "SWITCHBOARD_REDIS_TIMEOUT_SECONDS": "1",
+            **env,
+        }
+        replica = start_replica(settings, name=f"replica-{len(started)}")
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        replica.process.stop()
+        print(f"--- {replica.process.name} ---\n{replica.process.output()}")
+
+
+def service_headers() -> dict[str, str]:
+    token = create_jwt(User("service:faults"), scope="sessions:send", settings=Settings(auth_secret=AUTH))
+    return {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+
+async def post(replica: Replica, session_id: str, text: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=replica.url, timeout=30) as http:
+        url = f"/hooks/sessions/{session_id}/messages"
+        return await http.post(url, json={"content": text}, headers=service_headers())
+
+
+async def test_redis_restarting_empty_ends_with_live_sessions_reachable_and_told(
+    own_redis: OwnRedis, own_replicas: Callable[..., Replica], clients: Callable[[], ChatClient], prefix: str
+) -> None:
+    a, b = own_replicas(), own_replicas()
+    client = await clients().start(a)
+    assert (await post(b, client.session_id, "before")).json()["status"] == "delivered"
+    before = await client.next("new_message", lambda m: m["output"] == "before")
+    own_redis.restart_empty()
+    a.process.wait_for_line("Redis lost data: registered 1 of 1 sessions held here again")
+    # Reachable again from the other replica, a worker and a webhook; the client is told of the reset.
+    response = await post(b, client.session_id, "after")
+    assert response.status_code == 202 and response.json()["status"] == "delivered", response.text
+    reset = await client.next("log_reset")
+    assert reset["previousEpoch"] == before["epoch"] and reset["epoch"] != before["epoch"]
+    after = await client.next("new_message", lambda m: m["output"] == "after")
+    assert after["offset"] == "1-0" and after["epoch"] == reset["epoch"]
+    async with Client(Settings(redis_url=own_redis.url, key_prefix=prefix)) as worker:
+        receipt = await worker.send_to_session(client.session_id, "from a worker")
+    assert receipt.status == "delivered" and receipt.epoch == reset["epoch"]
+    await client.next("new_message", lambda m: m["output"] == "from a worker")
+    # A resume elsewhere keeps the session (its record was registered again with its resume token).
+    await client.close()
+    a.process.wait_for_line(f"session {client.session_id} detached")
+    again = await clients().connect(b, client.resume_auth())
+    assert again.session_id == client.session_id
+    await again.next("replayed")
+
+
+async def test_a_stalled_redis_is_a_bounded_503_then_recovers(
+    own_redis: OwnRedis, own_replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = own_replicas()
+    client = await clients().start(a)
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        response = await post(a, client.session_id, "during the stall")
+        took = time.monotonic() - started
+        assert response.status_code == 503 and response.json()["error"] == "bus_unavailable", response.text
+        assert took < 10, f"a stalled Redis held the webhook {took:.1f}s"  # bounded, not a speed test
+        refused = await clients().refused(a)
+        assert refused["data"]["reason"] == "bus_unavailable"
+        # The connected-but-silent subscription is noticed (pinged, then given up on) within seconds.
+        a.process.wait_for_line("bus subscription lost", timeout=15)
+    finally:
+        own_redis.resume()
+    response = await post(a, client.session_id, "after the stall")
+    assert response.status_code == 202, response.text
+    await client.next("new_message", lambda m: m["output"] == "after the stall")
+
+
+async def test_a_redis_out_of_memory_is_a_503_not_a_500(
+    own_redis: OwnRedis, own_replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = own_replicas()
+    client = await clients().start(a)
+    admin = redis.Redis.from_url(own_redis.url)
+    await admin.config_set("maxmemory-policy", "noeviction")
+    await admin.config_set("maxmemory", "1")
+    try:
+        response = await post(a, client.session_id, "no room")
+        assert response.status_code == 503 and response.json()["error"] == "bus_unavailable", response.text
+        assert (await clients().refused(a))["data"]["reason"] == "bus_unavailable"
+    finally:
+        await admin.config_set("maxmemory", "0")
+        await admin.aclose()
+    assert (await post(a, client.session_id, "room again")).status_code == 202
+    await client.next("new_message", lambda m: m["output"] == "room again")
+    assert "Traceback" not in a.process.output()
+
+
+async def test_a_disconnect_while_redis_is_away_is_recorded_and_ends_once(
+    own_redis: OwnRedis, own_replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = own_replicas(SWITCHBOARD_SESSION_GRACE_SECONDS="2")
+    client = await clients().start(a)
+    await client.next("new_message", lambda m: m["output"].startswith("started"))
+    own_redis.pause()
+    try:
+        await client.close()
+        a.process.wait_for_line("waits for the bus")
+    finally:
+        own_redis.resume()
+    a.process.wait_for_line(f"session {client.session_id} detached")
+    a.process.wait_for_line(f"chat ended {client.session_id}")
+    admin = redis.Redis.from_url(own_redis.url)
+    assert await admin.keys("*:session:*") == []  # ended and deleted, nothing left behind
+    await admin.aclose()
+    assert a.process.output().count(f"chat ended {client.session_id}") == 1
+
+
+async def test_a_stale_detach_cannot_overwrite_the_new_holder(redis_url: str, prefix: str) -> None:
+    async with Bus(Settings(redis_url=redis_url, key_prefix=prefix, replica_id="old")) as old:
+        async with Bus(Settings(redis_url=redis_url, key_prefix=prefix, replica_id="new")) as new:
+            session_id = "s" * 24
+            await old.registry.create(session_id, user=None, thread_id=None, resume_token="t1")
+            await new.registry.attach(session_id, "t2")
+            assert not await old.registry.detach(session_id, b"", "0-0")
+            record = await new.registry.get(session_id)
+            assert record is not None and record.connected and record.replica == "new"
+            assert await new.registry.detach(session_id, b"", "0-0")
+
+
+async def test_the_command_pool_is_bounded(
+    own_redis: OwnRedis, own_replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = own_replicas(SWITCHBOARD_REDIS_MAX_CONNECTIONS="4")
+    admin = redis.Redis.from_url(own_redis.url)
+    baseline = len(await admin.client_list())
+    made = await asyncio.gather(*(clients().connect(a) for _ in range(40)))
+    assert len({c.session_id for c in made}) == 40
+    # The replica has its subscriber plus at most 4 command connections (the test holds one too).
+    assert len(await admin.client_list()) <= max(baseline, 1) + 5
+    await admin.aclose()
+
+
+@pytest.fixture
+async def idle_server(redis_url: str, prefix: str) -> AsyncIterator[ChatServer]:
+    async with ChatServer(
+        Settings(redis_url=redis_url, key_prefix=prefix, session_grace_seconds=0.6)
+    ) as server:
+        yield server
+
+
+async def test_redis_load_at_rest_does_not_grow_with_sessions(
+    idle_server: ChatServer, redis_url: str
+) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    beats = 0
+    beat = idle_server.bus.registry.beat
+    ticked = asyncio.Condition()
+
+    async def counting() -> bool:
+        nonlocal beats
+        lost = await beat()
+        async with ticked:
+            beats += 1
+            ticked.notify_all()
+        return lost
+
+    idle_server.bus.registry.beat = counting  # type: ignore[method-assign]
+
+    async def calls_over(n: int) -> int:
+        async with ticked:
+            await ticked.wait_for(lambda: beats > 0)
+            start_beats = beats
+        before = sum(v["calls"] for v in (await admin.info("commandstats")).values())
+        async with ticked:
+            await asyncio.wait_for(ticked.wait_for(lambda: beats >= start_beats + n), 30)
+        after = sum(v["calls"] for v in (await admin.info("commandstats")).values())
+        return after - before - 2  # the two INFO calls of this measurement
+
+    async def hold(count: int) -> None:
+        for _ in range(count):
+            session_id = uuid.uuid4().hex
+            await idle_server.bus.registry.create(session_id, user=None, thread_id=None, resume_token="t")
+            mailbox = Mailbox(session_id, idle_server.bus, _nothing, _nothing)
+            local = LocalSession(session_id, session_id, None, None, mailbox, *_limits(idle_server))
+            await idle_server.sessions.attach(local)
+
+    await hold(200)
+    with_200 = await calls_over(5)
+    await hold(1800)
+    with_2000 = await calls_over(5)
+    await admin.aclose()
+    print(f"Redis commands over 5 heartbeats: 200 sessions {with_200}, 2,000 sessions {with_2000}")
+    assert with_2000 <= with_200 + 5, (with_200, with_2000)
+
+
+async def _nothing(*args: object) -> None:
+    return None
+
+
+def _limits(server: ChatServer) -> tuple[object, object]:
+    from web.limits import HookQueue
+
+    return HookQueue(server.sessions.spawn, 1), server.limits.events()
+
+
+async def test_sends_to_a_dead_replicas_session_queue_then_expire(redis_url: str, prefix: str) -> None:
+    """A replica that stops beating: its sessions count as disconnected, and the sweep expires them."""
+    async with Bus(
+        Settings(redis_url=redis_url, key_prefix=prefix, session_grace_seconds=0.9, replica_id="dead")
+    ) as dead:
+        session_id = "d" * 24
+        await dead.registry.beat()
+        await dead.registry.create(session_id, user=None, thread_id=None, resume_token="t")
+        async with Bus(Settings(redis_url=redis_url, key_prefix=prefix, session_grace_seconds=0.9)) as live:
+            record = await live.registry.get(session_id)
+            assert record is not None and record.connected
+            receipt = await live.send(Envelope(Target.session(session_id), "new_message", {}, "t"))
+            assert receipt.status == "queued"  # nobody subscribed: kept for a resume
+            deadline = time.monotonic() + 10
+            while (record := await live.registry.get(session_id)) is not None and record.connected:
+                assert time.monotonic() < deadline, "the dead replica's session still counts as connected"
+                await asyncio.sleep(0.1)  # polling a clock-driven state change, bounded
+            assert await live.registry.sweep() in (0, 1)
+            while await live.registry.get(session_id) is not None:
+                assert time.monotonic() < deadline, "the dead replica's session never expired"
+                await asyncio.sleep(0.1)
+            with pytest.raises(SessionNotFound):
+                await live.send(Envelope(Target.session(session_id), "new_message", {}, "t"))
