@@ -14,10 +14,12 @@ import socketio
 from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_offset
 from web import data, runtime
 from web.ask import MAX_ANSWER, AskRelay
-from web.auth import AuthError, handshake_token, verify_jwt
+from web.auth import AuthError
 from web.callbacks import Hook, hooks
 from web.context import init_ws_context
+from web.cors import socket_origins
 from web.local import LocalSession, LocalSessions, unpack
+from web.login import handshake_user
 from web.mailbox import Mailbox
 from web.message import Message
 from web.protocol import TAKEOVER
@@ -36,6 +38,7 @@ class ChatServer:
             async_mode="asgi",
             # Websocket only: a load balancer without sticky sessions cannot route HTTP long-polling.
             transports=["websocket"],
+            cors_allowed_origins=socket_origins(self.bus.settings),
         )
         self.running = False
         self.sessions = LocalSessions(self.bus, self._replace)
@@ -87,7 +90,7 @@ class ChatServer:
             raise _refused("bus_unavailable", "the message bus is unreachable") from exc
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
-        user = self._login(environ, auth)
+        user = await self._login(environ, auth)
         resume_token = secrets.token_urlsafe(32)
         record = await self.bus.registry.resumable(auth.get("sessionId"), auth.get("resumeToken"))
         if record is not None:
@@ -109,11 +112,9 @@ class ChatServer:
             if (history := await data.thread_history(self.bus, local.thread_id)) is not None:
                 await self.sio.emit("thread_history", history, to=sid)
 
-    def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
-        if not self.settings.login_required:
-            return None
+    async def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
         try:
-            return verify_jwt(handshake_token(environ, auth), self.settings)
+            return await handshake_user(environ, auth, self.settings)
         except AuthError as exc:
             raise _refused(f"token_{exc.reason}", exc.message) from None
 
