@@ -76,6 +76,7 @@ class IdentityProvider:
     def __init__(self, *keys: SigningKey) -> None:
         self.keys = list(keys)
         self.fetches = 0
+        self.fetch_times: list[float] = []  # time.monotonic() at each request's arrival
         self.status = 200
         self.body: bytes | None = None  # served instead of the document when set
         self.hold = threading.Event()  # while clear, requests wait (set: answer at once)
@@ -88,6 +89,7 @@ class IdentityProvider:
             def do_GET(self) -> None:
                 with provider._changed:
                     provider.fetches += 1
+                    provider.fetch_times.append(time.monotonic())
                     provider._changed.notify_all()
                 provider.entered.set()
                 provider.hold.wait(30)
