@@ -29,7 +29,7 @@ async def check_password(username: str, password: str) -> User | None:
 
 @header_auth_callback
 async def from_proxy(headers: dict[str, str]) -> User | None:
-    # Behind an authenticating proxy (oauth2-proxy --set-xauthrequest), which sets these headers.
+    # Behind an authenticating proxy (oauth2-proxy --pass-user-headers), which sets these headers.
     name = headers.get("x-forwarded-user")
     if not name:
         return None
