@@ -13,10 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# The chat page's browser client: socket.io-client, pinned in package-lock.json, never committed.
+# The chat page's browser client: socket.io-client, pinned in package-lock.json, never committed. Copied
+# into web/static/vendor/ (gitignored), where the package build (setup.py) puts it for wheels and sdists.
 $(NODE_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm)
 	npm ci --no-audit --no-fund
+	mkdir -p web/static/vendor
+	cp node_modules/socket.io-client/dist/socket.io.min.js node_modules/socket.io-client/dist/socket.io.min.js.map \
+		web/static/vendor/
 	touch $(NODE_STAMP)
 
 demo: $(STAMP) $(NODE_STAMP)

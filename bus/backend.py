@@ -45,10 +45,12 @@ class Transport(Protocol):
         message_id: str,
         durable: bool,
         maxlen: int,
+        max_bytes: int,
         ttl: float,
     ) -> tuple[str, int] | None:
         """In one atomic step: unless `info_key` is missing (then None), append `data` to the log
-        when `durable`, and publish `frame(offset, data)`. Returns (offset or "", receivers)."""
+        when `durable` (dropping the oldest entries beyond `maxlen` entries or `max_bytes` bytes; the
+        newest is always kept), and publish `frame(offset, data)`. Returns (offset or "", receivers)."""
         ...
 
     async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
@@ -75,8 +77,9 @@ class Store(Protocol):
 
     async def hash_delete(self, key: str, field: str) -> None: ...
 
-    async def list_append(self, key: str, value: bytes, maxlen: int) -> None:
-        """Append to the list at `key`, keeping its last `maxlen` items."""
+    async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
+        """Append to the list at `key`, keeping its last items within `maxlen` items and `max_bytes`
+        bytes (the newest is always kept), and (re)start its time to live."""
         ...
 
     async def list_items(self, key: str) -> list[bytes]: ...

@@ -134,6 +134,7 @@ class Bus:
             message_id=envelope.id,
             durable=durable,
             maxlen=self.settings.session_log_length,
+            max_bytes=self.settings.session_log_bytes,
             ttl=self.settings.session_grace_seconds,
         )
         if result is None:
@@ -155,16 +156,17 @@ class Bus:
                 log.warning("skipped a malformed log entry %s of session %s: %s", offset, session_id, exc)
         return LogBatch(entries, raw[-1][0] if raw else "", len(raw) == size)
 
+    async def log_bounds(self, session_id: str) -> tuple[str, str]:
+        """(first offset the session's log still holds or "", last offset ever appended or "0-0")."""
+        return await self.transport.log_bounds(
+            self.keys.session(session_id), self.keys.session_log(session_id)
+        )
+
     async def lost_after(self, session_id: str, after: str) -> tuple[bool, str]:
         """Whether messages after `after` were trimmed from the session's log (a replay would
         be partial), and the first offset the log still holds ("" if none)."""
-        first, last = await self.transport.log_bounds(
-            self.keys.session(session_id), self.keys.session_log(session_id)
-        )
-        after_n, last_n = offset_key(after)[0], offset_key(last)[0]
-        # Offsets are contiguous (`<n>-0`), so anything between `after` and `first` is gone.
-        first_n = offset_key(first)[0] if first else last_n + 1
-        return after_n < last_n and first_n > after_n + 1, first
+        first, last = await self.log_bounds(session_id)
+        return trimmed_after(after, first, last), first
 
     async def subscribe(self, target: Target, handler: Handler) -> None:
         """Deliver envelopes for `target` to `handler`; returns once the subscription is live."""
@@ -202,3 +204,10 @@ class Bus:
         except Exception:
             self.stats.failed += 1
             log.exception("handler for %s failed on envelope %s", channel, envelope.id)
+
+
+def trimmed_after(after: str, first: str, last: str) -> bool:
+    """Whether a log holding `first`..`last` lost entries after `after` (offsets are contiguous)."""
+    after_n, last_n = offset_key(after)[0], offset_key(last)[0]
+    first_n = offset_key(first)[0] if first else last_n + 1
+    return after_n < last_n and first_n > after_n + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -47,7 +48,11 @@ def offset_key(offset: str) -> tuple[int, int]:
 
 
 def valid_offset(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and _OFFSET.fullmatch(value.encode()) is not None
+    """Whether `value` is an offset Redis could hold: `<n>-<m>`, both below 2^64."""
+    if not (isinstance(value, str) and _OFFSET.fullmatch(value.encode()) is not None):
+        return False
+    ms, seq = offset_key(value)
+    return ms < 2**64 and seq < 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,8 @@ class Envelope:
     created_at: float = field(default_factory=time.time)
 
     def encode(self) -> bytes:
-        """msgpack bytes; EnvelopeError if the payload holds something msgpack cannot carry."""
+        """msgpack bytes; EnvelopeError if the payload is not one `decode` accepts (e.g. NaN)."""
+        _check_value(self.payload, 0)
         try:
             return self._pack()
         except (TypeError, ValueError, OverflowError) as exc:
@@ -159,7 +165,11 @@ def _check_value(value: object, depth: int) -> None:
     """Payloads hold only JSON-like values (plus bytes), nested at most _MAX_DEPTH deep."""
     if depth > _MAX_DEPTH:
         raise EnvelopeError(f"payload nested deeper than {_MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | int | float | str | bytes):
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise EnvelopeError("payload numbers must be finite (no NaN or Infinity: JSON has none)")
+        return
+    if value is None or isinstance(value, bool | int | str | bytes):
         return
     if isinstance(value, list):
         for item in value:

@@ -6,12 +6,14 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bus.backend import Receiver, Restored
 from bus.envelope import frame, offset_key
 
+_T = TypeVar("_T")
 _Message = tuple[str, bytes]
 _Subscriber = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[_Message]"]
 
@@ -30,7 +32,8 @@ class _Hub:
         self.channels: dict[str, dict[int, _Subscriber]] = {}
         self.hashes: dict[str, tuple[float, dict[str, bytes]]] = {}
         self.logs: dict[str, _Log] = {}
-        self.lists: dict[str, deque[bytes]] = {}
+        self.lists: dict[str, tuple[float, deque[bytes]]] = {}
+        self._swept = 0.0
 
     def live_hash(self, key: str, now: float) -> dict[str, bytes] | None:
         entry = self.hashes.get(key)
@@ -38,6 +41,25 @@ class _Hub:
             del self.hashes[key]
             return None
         return entry[1] if entry else None
+
+    def live_list(self, key: str, now: float) -> tuple[float, deque[bytes]] | None:
+        entry = self.lists.get(key)
+        if entry is not None and entry[0] <= now:
+            del self.lists[key]
+            return None
+        return entry
+
+    def sweep(self, now: float) -> None:
+        """Forget what expired (at most once a second): keys that are never read again go too."""
+        if now - self._swept < 1.0 and self._swept:
+            return
+        self._swept = now
+        for key in [k for k, (expires, _) in self.hashes.items() if expires <= now]:
+            del self.hashes[key]
+        for key in [k for k, (expires, _) in self.lists.items() if expires <= now]:
+            del self.lists[key]
+        for key in [k for k, log in self.logs.items() if log.expires_at <= now]:
+            del self.logs[key]
 
     def live_log(self, key: str, now: float) -> _Log | None:
         log = self.logs.get(key)
@@ -94,6 +116,7 @@ class MemoryBackend:
         message_id: str,
         durable: bool,
         maxlen: int,
+        max_bytes: int,
         ttl: float,
     ) -> tuple[str, int] | None:
         now = time.monotonic()
@@ -110,8 +133,7 @@ class MemoryBackend:
                 info.update(seq=str(seq).encode(), last_id=message_id.encode(), last_offset=offset.encode())
                 log = _hub.live_log(log_key, now) or _hub.logs.setdefault(log_key, _Log())
                 log.entries.append((offset, data))
-                while len(log.entries) > maxlen:
-                    log.entries.popleft()
+                _trim(log.entries, maxlen, max_bytes, lambda entry: len(entry[1]))
                 log.expires_at = now + ttl
             return offset, _hub.publish(channel, frame(offset, data))
 
@@ -149,6 +171,7 @@ class MemoryBackend:
         with _hub.lock:
             current = _hub.live_hash(key, now) or {}
             _hub.hashes[key] = (now + ttl, {**current, **fields})
+            _hub.sweep(now)
 
     async def hash_get(self, key: str) -> dict[str, bytes] | None:
         with _hub.lock:
@@ -160,14 +183,19 @@ class MemoryBackend:
             if (found := _hub.live_hash(key, time.monotonic())) is not None:
                 found.pop(field, None)
 
-    async def list_append(self, key: str, value: bytes, maxlen: int) -> None:
+    async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
+        now = time.monotonic()
         with _hub.lock:
-            items = _hub.lists.setdefault(key, deque(maxlen=maxlen))
+            _, items = _hub.live_list(key, now) or (0.0, deque())
             items.append(value)
+            _trim(items, maxlen, max_bytes, len)
+            _hub.lists[key] = (now + ttl, items)
+            _hub.sweep(now)
 
     async def list_items(self, key: str) -> list[bytes]:
         with _hub.lock:
-            return list(_hub.lists.get(key, ()))
+            found = _hub.live_list(key, time.monotonic())
+            return list(found[1]) if found is not None else []
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
         now = time.monotonic()
@@ -176,11 +204,14 @@ class MemoryBackend:
             if found is not None:
                 return found["value"]
             _hub.hashes[key] = (now + ttl, {"value": value})
+            _hub.sweep(now)
             return None
 
     async def store(self, key: str, value: bytes, ttl: float) -> None:
+        now = time.monotonic()
         with _hub.lock:
-            _hub.hashes[key] = (time.monotonic() + ttl, {"value": value})
+            _hub.hashes[key] = (now + ttl, {"value": value})
+            _hub.sweep(now)
 
     async def get(self, key: str) -> bytes | None:
         with _hub.lock:
@@ -194,6 +225,7 @@ class MemoryBackend:
             value = int(found["value"]) + 1 if found is not None else 1
             expires = _hub.hashes[key][0] if found is not None else now + ttl
             _hub.hashes[key] = (expires, {"value": str(value).encode()})
+            _hub.sweep(now)
             return value
 
     async def expire(self, keys: Iterable[str], ttl: float) -> None:
@@ -204,6 +236,8 @@ class MemoryBackend:
                     _hub.hashes[key] = (now + ttl, found)
                 if (log := _hub.live_log(key, now)) is not None:
                     log.expires_at = now + ttl
+                if (items := _hub.live_list(key, now)) is not None:
+                    _hub.lists[key] = (now + ttl, items[1])
 
     async def delete(self, *keys: str) -> None:
         with _hub.lock:
@@ -218,3 +252,10 @@ async def _drain(queue: asyncio.Queue[_Message], receiver: Receiver) -> None:
     while True:
         channel, data = await queue.get()
         await receiver(channel, data)
+
+
+def _trim(items: deque[_T], maxlen: int, max_bytes: int, size: Callable[[_T], int]) -> None:
+    """Drop the oldest items beyond `maxlen` items or `max_bytes` bytes; the newest always stays."""
+    total = sum(size(item) for item in items)
+    while len(items) > 1 and (len(items) > maxlen or total > max_bytes):
+        total -= size(items.popleft())

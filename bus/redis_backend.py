@@ -29,10 +29,12 @@ COMMAND_RETRIES = 3
 
 # Append to the session's log and publish in one atomic step; refuse (nil) if the session is gone.
 # KEYS: registry hash, log stream (one {session_id} hash tag, so valid on Redis Cluster).
-# ARGV: channel, envelope, durable ("1"/"0"), log length, TTL in ms, envelope id.
+# ARGV: channel, envelope, durable ("1"/"0"), log length, TTL in ms, envelope id, log bytes.
 # Offsets are `<n>-0` with n counted per session in the registry hash, so they are contiguous and
 # a trimmed range is detectable. A retried call (same envelope id as the last one) logs nothing
-# twice. The published frame is `offset .. " " .. envelope`, as bus.envelope.frame builds it.
+# twice. The log keeps at most ARGV[4] entries and ARGV[7] bytes (`log_bytes` in the registry hash
+# counts them), oldest out first. The published frame is `offset .. " " .. envelope`, as
+# bus.envelope.frame builds it.
 _SEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local offset = ''
@@ -42,10 +44,31 @@ if ARGV[3] == '1' then
   end
   offset = redis.call('HINCRBY', KEYS[1], 'seq', 1) .. '-0'
   redis.call('HSET', KEYS[1], 'last_id', ARGV[6], 'last_offset', offset)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset, 'e', ARGV[2])
+  redis.call('XADD', KEYS[2], offset, 'e', ARGV[2])
+  local bytes = redis.call('HINCRBY', KEYS[1], 'log_bytes', #ARGV[2])
+  local n = redis.call('XLEN', KEYS[2])
+  while n > 1 and (n > tonumber(ARGV[4]) or bytes > tonumber(ARGV[7])) do
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    redis.call('XDEL', KEYS[2], oldest[1])
+    bytes = redis.call('HINCRBY', KEYS[1], 'log_bytes', -#oldest[2][2])
+    n = n - 1
+  end
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 return {offset, redis.call('PUBLISH', ARGV[1], offset .. ' ' .. ARGV[2])}
+"""
+
+# Append to a bounded list; KEYS: the list, its byte counter. ARGV: value, length, bytes, TTL in ms.
+_APPEND = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+local bytes = redis.call('INCRBY', KEYS[2], #ARGV[1])
+local n = redis.call('LLEN', KEYS[1])
+while n > 1 and (n > tonumber(ARGV[2]) or bytes > tonumber(ARGV[3])) do
+  bytes = redis.call('DECRBY', KEYS[2], #redis.call('LPOP', KEYS[1]))
+  n = n - 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 """
 
 
@@ -78,6 +101,7 @@ class RedisBackend:
         #: Channels whose re-subscription is not confirmed yet after a reconnect.
         self._restoring: set[str] | None = None
         self._send = self._commands.register_script(_SEND)
+        self._append = self._commands.register_script(_APPEND)
         self.reconnects = 0
         self._state = asyncio.Condition()
 
@@ -120,10 +144,11 @@ class RedisBackend:
         message_id: str,
         durable: bool,
         maxlen: int,
+        max_bytes: int,
         ttl: float,
     ) -> tuple[str, int] | None:
         flag = "1" if durable else "0"
-        args: list[str | bytes | int] = [channel, data, flag, maxlen, int(ttl * 1000), message_id]
+        args: list[str | bytes | int] = [channel, data, flag, maxlen, int(ttl * 1000), message_id, max_bytes]
         async with _available():
             result = await self._send(keys=[info_key, log_key], args=args)
         if result is None:
@@ -236,11 +261,9 @@ class RedisBackend:
         async with _available():
             await self._commands.hdel(key, field)
 
-    async def list_append(self, key: str, value: bytes, maxlen: int) -> None:
-        async with _available(), self._commands.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, value)
-            pipe.ltrim(key, -maxlen, -1)
-            await pipe.execute()
+    async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
+        async with _available():
+            await self._append(keys=[key, f"{key}:bytes"], args=[value, maxlen, max_bytes, int(ttl * 1000)])
 
     async def list_items(self, key: str) -> list[bytes]:
         async with _available():

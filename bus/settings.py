@@ -42,6 +42,22 @@ class Settings:
     data_persistence: bool = False
     #: Messages kept per thread history when data persistence is on.
     thread_history_length: int = 500
+    #: Bytes kept per session log and per thread history (the oldest entries go first).
+    session_log_bytes: int = 4 * 1024 * 1024
+    thread_history_bytes: int = 4 * 1024 * 1024
+    #: A thread's history and owner expire this long after its last message.
+    thread_ttl_seconds: float = 30 * 24 * 3600.0
+
+    #: Abuse limits, per replica (docs/security.md); 0 turns a limit off.
+    handshakes_per_minute: int = 120
+    user_handshakes_per_minute: int = 60
+    sessions_per_user: int = 20
+    events_per_second: float = 10.0
+    event_burst: int = 30
+    #: Largest `client_message` text (and ask answer), in bytes.
+    max_message_bytes: int = 64 * 1024
+    #: Hook calls (messages) of one session waiting to run; more are refused.
+    hook_queue: int = 16
     #: HS256 secret that signs and verifies tokens; None leaves authentication off.
     auth_secret: str | None = field(default=None, repr=False)
     #: Former secrets that still verify (never sign), for rotation.
@@ -119,6 +135,12 @@ class Settings:
             ("SESSION_LOG_LENGTH", int),
             ("REPLAY_BATCH", int),
             ("THREAD_HISTORY_LENGTH", int),
+            ("SESSION_LOG_BYTES", int),
+            ("THREAD_HISTORY_BYTES", int),
+            ("THREAD_TTL_SECONDS", float),
+            ("EVENT_BURST", int),
+            ("MAX_MESSAGE_BYTES", int),
+            ("HOOK_QUEUE", int),
         ]:
             if (raw := get(name)) is not None:
                 values[name.lower()] = _positive(kind, name, raw)
@@ -128,8 +150,15 @@ class Settings:
         for name in ("WEBHOOK_TOLERANCE_SECONDS", "WEBHOOK_MAX_BYTES"):
             if (raw := get(name)) is not None:
                 values[name.lower()] = _positive(int, name, raw)
-        if (limit := get("WEBHOOK_RATE_LIMIT")) is not None:
-            values["webhook_rate_limit"] = 0 if limit == "0" else _positive(int, "WEBHOOK_RATE_LIMIT", limit)
+        for name, kind in [
+            ("WEBHOOK_RATE_LIMIT", int),
+            ("HANDSHAKES_PER_MINUTE", int),
+            ("USER_HANDSHAKES_PER_MINUTE", int),
+            ("SESSIONS_PER_USER", int),
+            ("EVENTS_PER_SECOND", float),
+        ]:
+            if (raw := get(name)) is not None:  # 0 turns these limits off
+                values[name.lower()] = 0 if raw == "0" else _positive(kind, name, raw)
         if (persist := get("DATA_PERSISTENCE")) is not None:
             values["data_persistence"] = _boolean("DATA_PERSISTENCE", persist)
         values["auth_secret"] = get("AUTH_SECRET")

@@ -13,13 +13,11 @@ from bus import Bus
 
 log = logging.getLogger("switchboard.web")
 
-#: A thread's history and owner expire after this long without a new message.
-THREAD_TTL_SECONDS = 30 * 24 * 3600.0
-
 
 class DataLayer(Protocol):
     async def append(self, thread_id: str, event: str, message: dict[str, Any], owner: str | None) -> None:
-        """Store one event; the first writer's user identifier (or None) becomes the thread's owner."""
+        """Store one event; the first writer's user identifier (or None) becomes the thread's owner,
+        and writes by anybody else are refused."""
         ...
 
     async def history(self, thread_id: str) -> tuple[str | None, list[tuple[str, dict[str, Any]]]]:
@@ -38,12 +36,22 @@ class BusDataLayer:
         self._bus = bus
 
     async def append(self, thread_id: str, event: str, message: dict[str, Any], owner: str | None) -> None:
-        store, keys = self._bus.store, self._bus.keys
+        """Store one event; the thread is its first writer's, and nobody else writes in it."""
+        store, keys, settings = self._bus.store, self._bus.keys, self._bus.settings
         owner_key, history_key = keys.thread_owner(thread_id), keys.thread_history(thread_id)
-        await store.claim(owner_key, (owner or "").encode(), THREAD_TTL_SECONDS)
-        value = msgpack.packb([event, message])
-        await store.list_append(history_key, value, self._bus.settings.thread_history_length)
-        await store.expire([owner_key, history_key], THREAD_TTL_SECONDS)
+        mine = (owner or "").encode()
+        found = await store.claim(owner_key, mine, settings.thread_ttl_seconds)
+        if found is not None and found != mine:
+            log.warning("refused a write to thread %s by somebody who does not own it", thread_id)
+            return
+        await store.list_append(
+            history_key,
+            msgpack.packb([event, message]),
+            maxlen=settings.thread_history_length,
+            max_bytes=settings.thread_history_bytes,
+            ttl=settings.thread_ttl_seconds,
+        )
+        await store.expire([owner_key], settings.thread_ttl_seconds)
 
     async def history(self, thread_id: str) -> tuple[str | None, list[tuple[str, dict[str, Any]]]]:
         _, owner = await self.owner(thread_id)

@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 
 from bus import Bus, BusUnavailable, Envelope, Target
+from web.limits import HookQueue, TokenBucket
 from web.mailbox import Mailbox
 from web.protocol import ASK, CONTROL_PREFIX, TAKEOVER
 from web.user import User
@@ -29,6 +30,9 @@ class LocalSession:
     user: User | None
     thread_id: str | None
     mailbox: Mailbox
+    #: The session's hook calls, one at a time; and the socket's event budget.
+    hooks: HookQueue
+    events: TokenBucket
     data: dict[str, Any] = field(default_factory=dict)
     started: bool = False
     #: Set when a newer connection resumed the session: this socket closes without ending it.
@@ -68,6 +72,9 @@ class LocalSessions:
                 await self._bus.registry.detach(local.id, _pack(local.data), local.mailbox.acked)
         await asyncio.gather(*self._background, return_exceptions=True)
 
+    def for_user(self, identifier: str) -> list[LocalSession]:
+        return [self.by_id[i] for i in self._by_user.get(identifier, ()) if i in self.by_id]
+
     async def _deliver(self, envelope: Envelope, offset: str) -> None:
         """Bus handler for session channels: to the session's mailbox, or a takeover to act on."""
         local = self.by_id.get(envelope.target.id)
@@ -84,8 +91,7 @@ class LocalSessions:
         if envelope.event.startswith(CONTROL_PREFIX) or envelope.event == ASK:
             return
         if envelope.target.kind == "user":
-            ids = self._by_user.get(envelope.target.id, set())
-            targets = [self.by_id[i] for i in ids if i in self.by_id]
+            targets = self.for_user(envelope.target.id)
         else:
             targets = list(self.by_id.values())
         for local in targets:
@@ -109,8 +115,10 @@ class LocalSessions:
                 await self._bus.subscribe(Target("user", local.user.identifier), self._deliver_to_many)
 
     async def detach(self, local: LocalSession) -> None:
-        """Let go of the session's socket and channels (its mailbox stops replaying)."""
+        """Let go of the session's socket and channels (its mailbox stops replaying, and its hook
+        calls not started yet never run)."""
         local.mailbox.open = False
+        local.hooks.drop_waiting()
         self._dirty.discard(local.id)
         del self.by_id[local.id]
         await self._bus.unsubscribe(Target.session(local.id))
@@ -135,6 +143,7 @@ class LocalSessions:
         record = await self._bus.registry.get(local.id)
         if record is not None and (record.connected or record.replica != self._bus.settings.replica_id):
             return  # resumed elsewhere
+        local.hooks.cancel()
         await end()
         await self._bus.registry.delete(local.id)
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bus import Bus, BusUnavailable, Envelope, offset_key
+from bus.core import trimmed_after
 from web.protocol import ASK
 
 log = logging.getLogger("switchboard.web")
@@ -21,6 +22,9 @@ log = logging.getLogger("switchboard.web")
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 #: Shows a question (an `ask` envelope's payload) on the session's socket.
 ShowAsk = Callable[[dict[str, Any]], Awaitable[None]]
+#: Live envelopes held during a replay, at most; beyond it durable ones are read from the log again
+#: and ephemeral ones (tokens, activity markers) are dropped.
+MAX_PENDING = 1000
 
 
 class Mailbox:
@@ -45,10 +49,16 @@ class Mailbox:
 
     async def deliver(self, envelope: Envelope, offset: str) -> None:
         """A live envelope for this session ("" offset: not logged, e.g. a user or broadcast send)."""
-        if self.pending is not None:
-            self.pending.append((envelope, offset))
-        else:
+        if self.pending is None:
             await self._emit(envelope, offset)
+        elif len(self.pending) < MAX_PENDING:
+            self.pending.append((envelope, offset))
+        elif offset:
+            self.replay_again = True  # it is in the log: the running replay reads it from there
+        else:
+            log.warning(
+                "session %s: dropped an ephemeral %s during a long replay", self.session_id, envelope.event
+            )
 
     def ack(self, offset: str) -> bool:
         """The client processed everything up to `offset`; False if that was never sent to it."""
@@ -85,8 +95,11 @@ class Mailbox:
         while self.open:
             try:
                 if requested is not None:
-                    lost, first = await self._bus.lost_after(self.session_id, requested)
-                    if lost:
+                    first, last = await self._bus.log_bounds(self.session_id)
+                    if offset_key(requested) > offset_key(last):
+                        # The client claims more than was ever sent: trust the log, not the claim.
+                        requested = self.last_offset = last
+                    if trimmed_after(requested, first, last):
                         truncated = {"requestedOffset": requested, "firstOffset": first}
                         await self._emit_event("replay_truncated", truncated)
                     requested = None
@@ -96,6 +109,12 @@ class Mailbox:
                 log.warning("replay for session %s waits for the bus: %s", self.session_id, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception:
+                log.exception("replay for session %s failed; delivering live from now on", self.session_id)
+                held, self.pending, self.replaying, self.replay_again = self.pending or [], None, False, False
+                for envelope, offset in held:
+                    await self._emit(envelope, offset)
+                break
         if resumed and self.open:
             await self._emit_event("replayed", {"count": replayed})
         return replayed

@@ -7,7 +7,10 @@ a parent's `/`, whenever the parent declares it. It answers exactly:
 - `{path}/`: the page (`web/static/index.html`);
 - `{path}` (sub-paths only): a relative redirect to `{path}/`;
 - `{path}/_switchboard/<file>`: the page's own assets (`web/static/`) and the Socket.IO browser client,
-  `socket.io.min.js` from the npm package `socket.io-client` (installed by `npm ci`, never committed).
+  `socket.io.min.js` (and its source map) from the npm package `socket.io-client`, pinned by
+  package-lock.json and never committed: the package build (setup.py) copies it into
+  `web/static/vendor/`, so wheels and sdists ship it; in a checkout, `npm ci` installs it into
+  `node_modules` beside the project (`make demo` and `make test` also copy it into `web/static/vendor/`).
 
 Every URL in the page is relative to where it was loaded, so it also works behind a proxy that mounts the
 app under a prefix (`root_path`).
@@ -27,9 +30,15 @@ log = logging.getLogger("switchboard.web")
 STATIC = Path(__file__).resolve().with_name("static")
 #: Where the page's assets live, below the page: `{path}/_switchboard/app.js`.
 ASSETS = "_switchboard/"
-#: The Socket.IO client, looked up under `node_modules` beside the project and in the working directory.
-CLIENT_DIST = Path("node_modules", "socket.io-client", "dist")
+#: The Socket.IO browser client: in the package (the build copies it there), else in a checkout's npm install.
+CLIENT_DIRS = (STATIC / "vendor", STATIC.parent.parent / "node_modules" / "socket.io-client" / "dist")
 CLIENT_FILES = ("socket.io.min.js", "socket.io.min.js.map")
+#: What a page without its client shows (the 503 body of the script) and what the server logs, once.
+CLIENT_MISSING = (
+    "the Socket.IO browser client (socket.io.min.js) is missing: a package built by `python -m build` "
+    "ships it in web/static/vendor/ (this one was built without it: rebuild it with npm installed); "
+    "in a checkout, run `npm ci` (`make demo` and `make test` do)"
+)
 _TYPES = {
     ".css": "text/css; charset=utf-8",
     ".html": "text/html; charset=utf-8",
@@ -60,13 +69,13 @@ def serve_page(app: FastAPI, path: str) -> None:
 
     app.router.default = page_or_fallback
     if client_bundle(CLIENT_FILES[0]) is None:
-        log.warning("chat page: socket.io-client is not installed; run `npm ci` in the project directory")
+        log.warning("chat page: %s", CLIENT_MISSING)
 
 
 def client_bundle(name: str) -> Path | None:
-    """The installed socket.io-client file `name`, or None if `npm ci` has not been run."""
-    for root in (STATIC.parent.parent, Path.cwd()):
-        candidate = root / CLIENT_DIST / name
+    """The Socket.IO client file `name`, or None when neither the package nor a checkout has it."""
+    for directory in CLIENT_DIRS:
+        candidate = directory / name
         if candidate.is_file():
             return candidate
     return None
@@ -86,11 +95,7 @@ def _response(route: str, path: str, query: bytes) -> Response | None:
     if name in CLIENT_FILES:
         bundle = client_bundle(name)
         if bundle is None:
-            return PlainTextResponse(
-                "socket.io-client is not installed: run `npm ci` in the Switchboard project directory "
-                "(`make demo` and `make test` do).\n",
-                status_code=503,
-            )
+            return PlainTextResponse(CLIENT_MISSING[0].upper() + CLIENT_MISSING[1:] + ".\n", status_code=503)
         return _file(bundle)
     asset = STATIC / name
     if "/" in name or name.startswith(".") or name == "index.html" or not asset.is_file():

@@ -48,6 +48,9 @@ EVENTS: dict[str, Event] = {
         Event("replay_truncated", "replica"),
         Event("replayed", "replica"),
         Event("thread_history", "replica"),
+        # Refusals of client events: a flood (`rate_limited`), or a message too large or too many.
+        Event("rate_limited", "replica"),
+        Event("message_refused", "replica"),
         # From the client.
         Event("connection_successful", "client"),
         Event("client_message", "client"),
@@ -63,6 +66,9 @@ EVENTS: dict[str, Event] = {
         Event("answer", "internal"),
     )
 }
+
+#: Socket.IO's own names: a client event with one of these names is dropped before any handler.
+SOCKETIO_EVENTS = frozenset(name for name, e in EVENTS.items() if e.sender == "socketio")
 
 ASK = "ask"
 ANSWER = "answer"

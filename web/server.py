@@ -13,16 +13,17 @@ import socketio
 
 from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_offset
 from web import data, runtime
-from web.ask import MAX_ANSWER, AskRelay
+from web.ask import AskRelay
 from web.auth import AuthError
 from web.callbacks import Hook, hooks
 from web.context import init_ws_context
 from web.cors import socket_origins
+from web.limits import HookQueue, Limits, Refused, retry_after_ms
 from web.local import LocalSession, LocalSessions, unpack
 from web.login import handshake_user
 from web.mailbox import Mailbox
 from web.message import Message
-from web.protocol import TAKEOVER
+from web.protocol import SOCKETIO_EVENTS, TAKEOVER
 from web.session import WebsocketSession
 from web.user import User
 
@@ -34,12 +35,15 @@ class ChatServer:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.bus = Bus(settings, on_restored=self._on_restored)
-        self.sio = socketio.AsyncServer(
+        self.sio = _SocketServer(
             async_mode="asgi",
             # Websocket only: a load balancer without sticky sessions cannot route HTTP long-polling.
             transports=["websocket"],
+            # Room for the largest client_message; a bigger frame closes the socket.
+            max_http_buffer_size=2 * self.settings.max_message_bytes + 16 * 1024,
             cors_allowed_origins=socket_origins(self.bus.settings),
         )
+        self.limits = Limits(self.settings)
         self.running = False
         self.sessions = LocalSessions(self.bus, self._replace)
         self.asks = AskRelay(self.bus, self.sio.emit, self.sessions.spawn)
@@ -80,19 +84,23 @@ class ChatServer:
     async def _on_restored(self) -> None:
         await self.sessions.restore()
 
-    # -- connecting ------------------------------------------------------------------------------
-
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
             await self._connect(sid, environ, auth if isinstance(auth, dict) else {})
         except BusUnavailable as exc:
             log.error("refused a connection: %s", exc)
             raise _refused("bus_unavailable", "the message bus is unreachable") from exc
+        except Refused as exc:
+            raise _refused(exc.reason, exc.message, exc.retry_after) from None
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
+        self.limits.handshake(str(environ.get("REMOTE_ADDR", "")))
         user = await self._login(environ, auth)
         resume_token = secrets.token_urlsafe(32)
         record = await self.bus.registry.resumable(auth.get("sessionId"), auth.get("resumeToken"))
+        if user is not None:
+            held = {s.id for s in self.sessions.for_user(user.identifier)} - {record.id if record else ""}
+            self.limits.login(user.identifier, len(held))
         if record is not None:
             owner = record.user.get("identifier") if record.user else None
             if owner != (user.identifier if user else None):
@@ -130,15 +138,23 @@ class ChatServer:
     ) -> LocalSession:
         """A session held on socket `sid`, with its mailbox (resumed ones: `state` and `acked`)."""
         asked: set[str] = set()
-
-        async def show_ask(ask: dict[str, Any]) -> None:
-            await self.asks.show(sid, asked, ask)
-
+        emit = functools.partial(self.sio.emit, to=sid)
         mailbox = Mailbox(
-            session_id, self.bus, functools.partial(self.sio.emit, to=sid), show_ask, acked=acked
+            session_id, self.bus, emit, functools.partial(self.asks.show, sid, asked), acked=acked
         )
+        hooks = HookQueue(self.sessions.spawn, self.settings.hook_queue)
+        started = state is not None
         return LocalSession(
-            session_id, sid, user, thread_id, mailbox, state or {}, started=state is not None, asked=asked
+            session_id,
+            sid,
+            user,
+            thread_id,
+            mailbox,
+            hooks,
+            self.limits.events(),
+            state or {},
+            started,
+            asked=asked,
         )
 
     async def _create(self, sid: str, user: User | None, thread_id: Any, resume_token: str) -> LocalSession:
@@ -180,7 +196,7 @@ class ChatServer:
         if local.mailbox.open:
             await self.asks.reask(local.id, local.sid, local.asked)
 
-    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _on_disconnect(self, sid: str, *args: Any) -> None:
         local = self.sessions.by_sid.pop(sid, None)
         if local is None or self.sessions.by_id.get(local.id) is not local:
             return  # replaced on this replica: the new socket owns the subscription
@@ -191,32 +207,50 @@ class ChatServer:
         self.sessions.end_after_grace(local, lambda: self._run_end(local))
         log.info("session %s detached; resumable for %gs", local.id, self.settings.session_grace_seconds)
 
-    # -- client events ---------------------------------------------------------------------------
-
-    async def _on_connection_successful(self, sid: str, data: Any = None) -> None:
+    def _client(self, sid: str) -> LocalSession | None:
+        """The session of a client event, if the socket's event budget allows one more."""
         local = self.sessions.by_sid.get(sid)
+        if local is None or not (wait := local.events.take()):
+            return local
+        self.limits.refused["events"] += 1
+        if local.events.tell(wait):
+            payload = {"reason": "events", "retryAfterMs": retry_after_ms(wait)}
+            self.sessions.spawn(self.sio.emit("rate_limited", payload, to=sid))
+        return None
+
+    async def _on_connection_successful(self, sid: str, *args: Any) -> None:
+        local = self._client(sid)
         if local is None or local.started:
             return
         local.started = True
         if hooks.chat_start is not None:
-            await self._run(local, hooks.chat_start)
+            local.hooks.submit(functools.partial(self._run, local, hooks.chat_start))
 
-    async def _on_client_message(self, sid: str, data: Any = None) -> None:
-        local = self.sessions.by_sid.get(sid)
+    async def _on_client_message(self, sid: str, data: Any = None, *args: Any) -> None:
+        local = self._client(sid)
         message = data.get("message") if isinstance(data, dict) else None
         if local is None or not isinstance(message, dict):
             return
         output, msg_id = message.get("output"), message.get("id")
-        if not isinstance(output, str) or len(output) > MAX_ANSWER:
+        if not isinstance(output, str):
+            return
+        if len(output.encode()) > self.settings.max_message_bytes:
+            self.limits.refused["too_large"] += 1
+            refusal = {"reason": "too_large", "limit": self.settings.max_message_bytes}
+            await self.sio.emit("message_refused", refusal, to=sid)
             return
         author = local.user.identifier if local.user else "User"
         msg_id = msg_id if isinstance(msg_id, str) and len(msg_id) <= 64 else None
-        if hooks.message is not None:
-            await self._run(local, hooks.message, Message(output, author, type="user_message", id=msg_id))
+        incoming = Message(output, author, type="user_message", id=msg_id)
+        if hooks.message is not None and not local.hooks.submit(
+            functools.partial(self._run, local, hooks.message, incoming)
+        ):
+            self.limits.refused["hook_queue"] += 1
+            await self.sio.emit("message_refused", {"reason": "busy"}, to=sid)
 
-    async def _on_ack(self, sid: str, data: Any = None) -> bool:
+    async def _on_ack(self, sid: str, data: Any = None, *args: Any) -> bool:
         """The client processed everything up to `offset` (its resume point); answers if recorded."""
-        local = self.sessions.by_sid.get(sid)
+        local = self._client(sid)
         offset = data.get("offset") if isinstance(data, dict) else None
         if local is None or not valid_offset(offset) or not local.mailbox.ack(offset):
             return False
@@ -244,6 +278,24 @@ class ChatServer:
                 log.exception("on_chat_end failed for session %s", local.id)
 
 
-def _refused(reason: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
-    """A refusal the client receives as `connect_error` {message, data: {reason}}."""
-    return socketio.exceptions.ConnectionRefusedError(message, {"reason": reason})
+class _SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """Drops client events named like Socket.IO's own: python-socketio would hand a client's
+    `connect` or `disconnect` event to the connect and disconnect handlers."""
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]
+    ) -> None:
+        if data and data[0] in SOCKETIO_EVENTS:
+            log.info("dropped a client event named %r", str(data[0])[:64])
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+
+def _refused(
+    reason: str, message: str, retry_after: float = 0.0
+) -> socketio.exceptions.ConnectionRefusedError:
+    """A refusal the client receives as `connect_error` {message, data: {reason[, retryAfterMs]}}."""
+    data: dict[str, Any] = {"reason": reason}
+    if retry_after:
+        data["retryAfterMs"] = retry_after_ms(retry_after)
+    return socketio.exceptions.ConnectionRefusedError(message, data)

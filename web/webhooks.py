@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from typing import Any, Literal
@@ -70,11 +71,13 @@ _MAX_METADATA_DEPTH = 8
 
 
 def _check_metadata(value: Any, depth: int) -> None:
-    """Metadata must survive the bus: shallow, and integers within 64 bits."""
+    """Metadata must survive the bus and JSON: shallow, integers within 64 bits, finite numbers."""
     if depth > _MAX_METADATA_DEPTH:
         raise ValueError(f"metadata nests deeper than {_MAX_METADATA_DEPTH} levels")
     if isinstance(value, bool):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("metadata numbers must be finite (no NaN or Infinity)")
     if isinstance(value, int) and not -(2**63) <= value < 2**64:
         raise ValueError("metadata integers must fit in 64 bits")
     for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
@@ -296,6 +299,8 @@ def _parse(body: bytes) -> WebhookMessage:
         json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise _Refused(400, "malformed_body", "the body is not valid JSON") from None
+    except RecursionError:
+        raise _Refused(400, "malformed_body", "the body nests too deeply") from None
     try:
         return WebhookMessage.model_validate_json(body)
     except ValidationError as exc:

@@ -127,8 +127,10 @@ async def stats() -> dict[str, object]:
         "replica": server.settings.replica_id,
         "received": server.bus.stats.received,
         "reconnects": server.bus.reconnects,
+        "refused": dict(server.limits.refused),
     }
 
 
 app.include_router(webhook_router(prefix="/hooks"))
-server = mount_app(app, Path(__file__).with_name("chat.py"), path=os.environ.get("CHAT_PATH", "/chat"))
+chat_module = Path(__file__).with_name(os.environ.get("CHAT_MODULE", "chat.py"))
+server = mount_app(app, chat_module, path=os.environ.get("CHAT_PATH", "/chat"))

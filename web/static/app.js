@@ -617,7 +617,8 @@
       setStatus("offline", "Not connected");
       notice(
         "no-client",
-        "The Socket.IO client did not load. Run `npm ci` in the project directory (make demo does) and reload.",
+        "The Socket.IO client (socket.io.min.js) did not load, so the chat cannot connect. The server's log " +
+          "says why: in a checkout, run `npm ci` (make demo does); an installed package was built without it.",
       );
       return;
     }

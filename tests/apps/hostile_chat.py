@@ -1,0 +1,21 @@
+"""Chat module for the hostile-client tests: hooks that take a while and report overlap."""
+
+import asyncio
+
+from web import Message, on_message
+
+running = 0
+most = 0
+
+
+@on_message
+async def handle(message: Message) -> None:
+    global running, most
+    running += 1
+    most = max(most, running)
+    try:
+        if message.content.startswith("slow"):
+            await asyncio.sleep(0.3)  # a hook that does work (an LLM call, say)
+        await Message(f"done {message.content} overlap={most}").send()
+    finally:
+        running -= 1
