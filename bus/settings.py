@@ -8,7 +8,8 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 _PREFIX = "SWITCHBOARD_"
@@ -73,6 +74,24 @@ class Settings:
     #: `aud` and `iss` claims to put in tokens and to require from them, when set.
     token_audience: str | None = None
     token_issuer: str | None = None
+    #: JWKS document of an identity provider whose tokens are accepted beside our own HS256 ones.
+    auth_jwks_url: str | None = None
+    #: `iss` that identity-provider tokens must carry (required with a JWKS URL).
+    auth_jwks_issuer: str | None = None
+    #: `aud` values of which identity-provider tokens must carry one (required with a JWKS URL).
+    auth_jwks_audience: tuple[str, ...] = ()
+    #: Signature algorithms accepted from the identity provider (asymmetric ones only).
+    auth_jwks_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    #: At most one JWKS fetch per this many seconds, whatever tokens arrive (unknown `kid`s included).
+    auth_jwks_refresh_seconds: float = 60.0
+    #: Fetched keys are fetched again, on use, after this many seconds (kept if that fetch fails).
+    auth_jwks_cache_seconds: float = 600.0
+    #: Time limit of one JWKS fetch.
+    auth_jwks_timeout_seconds: float = 5.0
+    #: Whether the login endpoints' `access_token` cookie is `Secure` (HTTPS only).
+    cookie_secure: bool = True
+    #: Origins besides the app's own allowed on the chat socket and the login endpoints (CORS).
+    allowed_origins: tuple[str, ...] = ()
 
     #: Standard Webhooks signing secrets (`whsec_...`); several verify, for rotation.
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -85,7 +104,9 @@ class Settings:
 
     @property
     def login_required(self) -> bool:
-        return self.auth_secret is not None if self.require_login is None else self.require_login
+        if self.require_login is not None:
+            return self.require_login
+        return self.auth_secret is not None or self.auth_jwks_url is not None
 
     @property
     def bus_url(self) -> str:
@@ -157,7 +178,83 @@ class Settings:
             values["token_ttl_seconds"] = _positive(float, "TOKEN_TTL_SECONDS", ttl)
         values["token_audience"] = get("TOKEN_AUDIENCE")
         values["token_issuer"] = get("TOKEN_ISSUER")
+        values.update(_jwks_values(get))
+        if (secure := get("COOKIE_SECURE")) is not None:
+            values["cookie_secure"] = _boolean("COOKIE_SECURE", secure)
+        values["allowed_origins"] = _origins(get("ALLOWED_ORIGINS") or "")
         return cls(**values)  # type: ignore[arg-type]
+
+
+#: Asymmetric JWS algorithms an identity provider may use; HMAC and `none` are never accepted from one.
+JWKS_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+def _jwks_values(get: Callable[[str], str | None]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for name in ("AUTH_JWKS_REFRESH_SECONDS", "AUTH_JWKS_CACHE_SECONDS", "AUTH_JWKS_TIMEOUT_SECONDS"):
+        if (raw := get(name)) is not None:
+            values[name.lower()] = _positive(float, name, raw)
+    if (algorithms := get("AUTH_JWKS_ALGORITHMS")) is not None:
+        chosen = tuple(dict.fromkeys(algorithms.replace(",", " ").split()))
+        if refused := [a for a in chosen if a not in JWKS_ALGORITHMS]:
+            raise ValueError(
+                f"{_PREFIX}AUTH_JWKS_ALGORITHMS accepts only {' '.join(sorted(JWKS_ALGORITHMS))} "
+                f"(never HS* or none for identity-provider tokens), got {' '.join(refused)!r}"
+            )
+        values["auth_jwks_algorithms"] = chosen
+    refresh = float(values.get("auth_jwks_refresh_seconds", 60.0))  # type: ignore[arg-type]
+    cache = float(values.get("auth_jwks_cache_seconds", 600.0))  # type: ignore[arg-type]
+    if cache < refresh:
+        raise ValueError(
+            f"{_PREFIX}AUTH_JWKS_CACHE_SECONDS ({cache:g}) must not be below "
+            f"{_PREFIX}AUTH_JWKS_REFRESH_SECONDS ({refresh:g})"
+        )
+    url = get("AUTH_JWKS_URL")
+    issuer, audience = get("AUTH_JWKS_ISSUER"), get("AUTH_JWKS_AUDIENCE")
+    if url is None:
+        for name, value in (("AUTH_JWKS_ISSUER", issuer), ("AUTH_JWKS_AUDIENCE", audience)):
+            if value is not None:
+                raise ValueError(f"{_PREFIX}{name} is set but {_PREFIX}AUTH_JWKS_URL is not")
+        return values
+    parsed = urllib.parse.urlsplit(url)
+    if (
+        not (
+            parsed.scheme == "https"
+            or (parsed.scheme == "http" and (parsed.hostname or "") in _LOOPBACK_HOSTS)
+        )
+        or not parsed.hostname
+    ):
+        raise ValueError(
+            f"{_PREFIX}AUTH_JWKS_URL must be an https:// URL (http:// only on a loopback host), got {url!r}"
+        )
+    if issuer is None:
+        raise ValueError(f"{_PREFIX}AUTH_JWKS_ISSUER is required with {_PREFIX}AUTH_JWKS_URL")
+    if audience is None:
+        raise ValueError(f"{_PREFIX}AUTH_JWKS_AUDIENCE is required with {_PREFIX}AUTH_JWKS_URL")
+    values["auth_jwks_url"] = url
+    values["auth_jwks_issuer"] = issuer
+    values["auth_jwks_audience"] = tuple(dict.fromkeys(audience.replace(",", " ").split()))
+    return values
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(dict.fromkeys(raw.lower().replace(",", " ").split()))
+    for origin in origins:
+        if origin == "*":
+            raise ValueError(
+                f"{_PREFIX}ALLOWED_ORIGINS does not accept '*' (credentials are sent cross-origin): "
+                "list each origin"
+            )
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"{_PREFIX}ALLOWED_ORIGINS entries must be origins like https://app.example.com[:port] "
+                f"(scheme and host, no path or trailing slash), got {origin!r}"
+            )
+    return origins
 
 
 def _boolean(name: str, raw: str) -> bool:

@@ -401,3 +401,67 @@ async def test_page_and_assets_at_a_sub_path(parent: FastAPI, root_path: str) ->
         assert (await fetch(parent, "GET", f"/chat/_switchboard/{missing}")).status_code == 404, missing
     assert (await fetch(parent, "POST", "/chat/")).status_code in (404, 405)
     assert (await fetch(parent, "GET", "/")).status_code == 404  # nothing at the root but the parent's
+
+
+# -- signing in ------------------------------------------------------------------------------------
+
+LOGIN_APP = "tests.apps.login_app:app"
+#: The cookie is not Secure here: the test serves plain http on 127.0.0.1, where a browser would drop it.
+LOGIN_ENV = {"SWITCHBOARD_AUTH_SECRET": "b" * 48, "SWITCHBOARD_COOKIE_SECURE": "false"}
+
+
+async def access_cookie(page: Page) -> dict[str, Any] | None:
+    return next((c for c in await page.context.cookies() if c["name"] == "access_token"), None)
+
+
+async def test_page_signs_in_with_a_password_and_out_again(start: Start, new_page: Page) -> None:
+    replica = await start(app=LOGIN_APP, env=LOGIN_ENV)
+    page = new_page
+    await page.goto(replica.url + "/chat/")
+    form = page.locator("#login")
+    await expect(form).to_be_visible()  # the handshake was refused with token_missing
+    await expect(status(page)).to_have_text("Sign in required")
+    await expect(page.get_by_role("textbox", name="Message")).to_be_disabled()
+
+    # Keyboard only: the username field has the focus; a wrong password says so and keeps the form.
+    await expect(page.get_by_label("Username")).to_be_focused()
+    await page.keyboard.type("ann")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("not-the-password")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#login-error")).to_have_text("Wrong username or password.")
+    assert await access_cookie(page) is None
+    await page.get_by_label("Password").fill("ann-password")
+    await page.keyboard.press("Enter")
+
+    session_id = await connected(page)
+    await expect(form).to_be_hidden()
+    await expect(bodies(page, "assistant_message", "hello ann")).to_have_count(1)
+    await say(page, "hi there")
+    await finished_reply(page, "ann said: hi there")
+    cookie = await access_cookie(page)
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/"
+    assert "access_token" not in await page.evaluate("document.cookie")  # scripts cannot read it
+
+    # A reload presents the cookie again and resumes the same session.
+    await page.reload()
+    assert await connected(page) == session_id
+    await expect(form).to_be_hidden()
+
+    # Signing out clears the cookie and the tab's conversation: the form is back.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(form).to_be_visible()
+    assert await access_cookie(page) is None
+    await expect(page.locator("#messages .msg")).to_have_count(0)
+
+
+async def test_page_signs_in_through_an_authenticating_proxy(start: Start, new_page: Page) -> None:
+    """Behind oauth2-proxy style auth the proxy adds the user's headers; the page signs in without a form."""
+    replica = await start(app=LOGIN_APP, env=LOGIN_ENV)
+    page = new_page
+    await page.context.set_extra_http_headers({"X-Forwarded-User": "dave"})
+    await page.goto(replica.url + "/chat/")
+    await connected(page)
+    await expect(bodies(page, "assistant_message", "hello dave")).to_have_count(1)
+    await expect(page.locator("#login")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()

@@ -41,11 +41,46 @@ FORMS: dict[str, tuple[list[str], list[str]]] = {
         ["web-1", "pod_7.a:b", "x" * 128],
         ["x" * 129, "has space", "caf\u00e9", "a/b"],
     ),
+    "`https://` URL (`http://` on loopback)": (
+        ["https://idp.test/.well-known/jwks.json", "http://127.0.0.1:9/jwks", "http://localhost/jwks"],
+        ["http://idp.test/jwks", "file:///etc/passwd", "https://", "ftp://idp.test/jwks"],
+    ),
+    "strings separated by spaces or commas": (["api", "api-1 api-2,api-3"], []),
+    "algorithm names separated by spaces or commas": (
+        ["RS256", "ES256, EdDSA PS512"],
+        ["HS256", "none", "RS256 HS512", "rs256"],
+    ),
+    "float > 0, not above the cache time": (
+        ["0.5", "12", "600"],
+        ["0", "-1", "soon", "inf", "nan", "601"],
+    ),
+    "float > 0, not below the refresh interval": (
+        ["60", "600", "1e4"],
+        ["0", "-1", "soon", "inf", "nan", "59"],
+    ),
+    "origins separated by spaces or commas": (
+        ["https://app.test", "http://127.0.0.1:5173, https://App.test:8443"],
+        ["*", "https://app.test/", "app.test", "https://app.test/path", "ws://app.test"],
+    ),
     "`whsec_` secrets, separated by spaces or commas": (
         [WHSEC, f"{WHSEC} {WHSEC},{WHSEC}"],
         ["not-whsec", "whsec_!!!", "whsec_" + base64.b64encode(b"short").decode()],
     ),
 }
+
+
+#: Variables that are valid only together: each is read with the others set to these values.
+_JWKS = {
+    "SWITCHBOARD_AUTH_JWKS_URL": "https://idp.test/.well-known/jwks.json",
+    "SWITCHBOARD_AUTH_JWKS_ISSUER": "https://idp.test/",
+    "SWITCHBOARD_AUTH_JWKS_AUDIENCE": "api",
+}
+
+
+def with_companions(variable: str, value: str) -> dict[str, str]:
+    if variable in _JWKS:
+        return {**_JWKS, variable: value}
+    return {variable: value}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +172,16 @@ def test_documented_default_is_the_default(row: Row) -> None:
         # Unset and empty are the same thing, and nothing else gives the unset value.
         assert comparable(Settings.from_env({row.variable: ""})) == comparable(unset)
         accepted = FORMS[row.form][0][0]
-        assert comparable(Settings.from_env({row.variable: accepted})) != comparable(unset), row
+        assert comparable(Settings.from_env(with_companions(row.variable, accepted))) != comparable(unset), (
+            row
+        )
     elif row.variable == "SWITCHBOARD_REQUIRE_LOGIN":
-        assert row.default == "on if `SWITCHBOARD_AUTH_SECRET` is set, else off"
+        assert (
+            row.default == "on if `SWITCHBOARD_AUTH_SECRET` or `SWITCHBOARD_AUTH_JWKS_URL` is set, else off"
+        )
         assert Settings.from_env({}).login_required is False
         assert Settings.from_env({"SWITCHBOARD_AUTH_SECRET": "s" * 32}).login_required is True
+        assert Settings.from_env(_JWKS).login_required is True
     else:
         pytest.fail(f"the default {row.default!r} of {row.variable} has no check here: add one")
 
@@ -160,11 +200,11 @@ def test_documented_form_is_what_from_env_accepts(row: Row) -> None:
                 webhook_router(settings=Settings.from_env({row.variable: value}))
         return
     for value in accepted:
-        Settings.from_env({row.variable: value})
-        Settings.from_env({row.variable: f"  {value}\t"})  # surrounding whitespace is stripped
+        Settings.from_env(with_companions(row.variable, value))
+        Settings.from_env(with_companions(row.variable, f"  {value}\t"))  # surrounding whitespace is stripped
     for value in refused:
         with pytest.raises(ValueError, match=row.variable):
-            Settings.from_env({row.variable: value})
+            Settings.from_env(with_companions(row.variable, value))
 
 
 def test_heartbeat_interval_is_the_documented_formula() -> None:

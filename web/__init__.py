@@ -10,8 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from web.ask import AskUserMessage
-from web.auth import SEND_SCOPE, AuthError, create_jwt, verify_jwt
-from web.callbacks import on_chat_end, on_chat_start, on_message
+from web.auth import SEND_SCOPE, AuthError, create_jwt, verify_jwt, verify_token
+from web.callbacks import (
+    header_auth_callback,
+    on_authenticate,
+    on_chat_end,
+    on_chat_start,
+    on_message,
+    password_auth_callback,
+)
 from web.context import Context, get_context, init_http_context, init_ws_context, user_session
 from web.data import BusDataLayer, DataLayer
 from web.errors import ContextError, SessionDataUnavailable, SessionForbidden, SessionNotFound
@@ -57,13 +64,17 @@ __all__ = [
     "authenticate_user",
     "create_jwt",
     "get_context",
+    "header_auth_callback",
     "init_http_context",
     "init_ws_context",
     "mount_app",
+    "on_authenticate",
     "on_chat_end",
     "on_chat_start",
     "on_message",
+    "password_auth_callback",
     "user_session",
     "verify_jwt",
+    "verify_token",
     "webhook_router",
 ]

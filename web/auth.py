@@ -1,4 +1,10 @@
-"""JWT authentication: one HS256 token protects custom endpoints and the chat socket."""
+"""JWT authentication: our HS256 tokens, and an identity provider's (JWKS) beside them, protect custom
+endpoints and the chat socket.
+
+`verify_jwt` (sync) checks our own HS256 tokens; `verify_token` (async) checks either kind, choosing by the
+token header's `alg`: `HS256` goes to our secrets (by `kid`), an algorithm of
+SWITCHBOARD_AUTH_JWKS_ALGORITHMS to the identity provider's keys (by `kid`), anything else is refused.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from typing import Any, Literal
 import jwt
 
 from bus import Settings
-from web import runtime
+from web import jwks, runtime
 from web.user import User
 
 ALGORITHM = "HS256"
@@ -36,13 +42,15 @@ Reason = Literal[
     "wrong_issuer",
     "missing_claim",
     "not_configured",
+    "keys_unavailable",
+    "refused",
 ]
 
 _MESSAGES: dict[str, str] = {
     "missing": "no token was presented",
     "wrong_scheme": "the Authorization header must use the Bearer scheme",
     "malformed": "the token is not a well-formed JWT",
-    "bad_algorithm": f"the token is not signed with {ALGORITHM}",
+    "bad_algorithm": "the token is not signed with an accepted algorithm",
     "unknown_key": "the token was signed with a key this server does not know",
     "bad_signature": "the token signature is invalid",
     "expired": "the token has expired",
@@ -51,6 +59,8 @@ _MESSAGES: dict[str, str] = {
     "wrong_issuer": "the token is from another issuer",
     "missing_claim": "the token lacks a required claim",
     "not_configured": "authentication is not configured on this server",
+    "keys_unavailable": "the identity provider's keys could not be fetched",
+    "refused": "the credentials were refused",
 }
 
 
@@ -124,46 +134,113 @@ def create_jwt(
 
 
 def verify_jwt(token: object, settings: Settings | None = None) -> User:
-    """Verify a token and return its user; raises AuthError and nothing else."""
+    """Verify one of our HS256 tokens and return its user; raises AuthError and nothing else.
+
+    Identity-provider tokens need `await verify_token(...)` (their keys may have to be fetched)."""
     settings = settings or runtime.settings()
     if settings.auth_secret is None:
         raise AuthError("not_configured")
+    token, header = _header(token)
+    if header.get("alg") != ALGORITHM:
+        raise AuthError("bad_algorithm")
+    return _verify_hs256(token, header, settings)
+
+
+async def verify_token(token: object, settings: Settings | None = None) -> User:
+    """Verify our HS256 token or an identity provider's; raises AuthError and nothing else.
+
+    The header's `alg` picks the path, then its `kid` the key: `HS256` is checked against our secrets
+    only, never against a provider's public key (the algorithm-confusion attack), and a provider's token
+    only with the one algorithm its key is bound to."""
+    settings = settings or runtime.settings()
+    if settings.auth_secret is None and settings.auth_jwks_url is None:
+        raise AuthError("not_configured")
+    token, header = _header(token)
+    alg = header.get("alg")
+    if alg == ALGORITHM and settings.auth_secret is not None:
+        return _verify_hs256(token, header, settings)
+    if settings.auth_jwks_url is None or alg not in settings.auth_jwks_algorithms:
+        raise AuthError("bad_algorithm")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise AuthError("unknown_key")
+    keys = jwks.keys_for(settings)
+    key = await keys.get(kid)
+    if key is None:
+        raise AuthError("unknown_key" if keys.available else "keys_unavailable")
+    if key.algorithm_name != alg:
+        raise AuthError("bad_algorithm")  # each published key verifies with one algorithm only
+    claims = _decode(
+        token,
+        key,
+        [alg],
+        audience=list(settings.auth_jwks_audience),
+        issuer=settings.auth_jwks_issuer,
+        require=["exp", "sub"],
+    )
+    return _user_from(claims)
+
+
+def _header(token: object) -> tuple[str, dict[str, Any]]:
+    """The token and its (unverified) header, if it has the shape of a JWT."""
     if not isinstance(token, str) or not token:
         raise AuthError("missing")
     if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2:
         raise AuthError("malformed")
     try:
-        header = jwt.get_unverified_header(token)
+        return token, jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise AuthError("malformed") from None
-    if header.get("alg") != ALGORITHM:
-        raise AuthError("bad_algorithm")
+
+
+def _verify_hs256(token: str, header: Mapping[str, Any], settings: Settings) -> User:
+    assert settings.auth_secret is not None
     keys = {key_id(s): s for s in (settings.auth_secret, *settings.auth_previous_secrets)}
     kid = header.get("kid")
     secret = keys.get(kid) if isinstance(kid, str) else None
     if secret is None:
         raise AuthError("unknown_key")
+    claims = _decode(
+        token,
+        secret,
+        [ALGORITHM],
+        audience=settings.token_audience,
+        issuer=settings.token_issuer,
+        require=["exp", "iat", "sub"],
+    )
+    return _user_from(claims)
+
+
+def _decode(
+    token: str,
+    key: str | jwt.PyJWK,
+    algorithms: list[str],
+    *,
+    audience: str | list[str] | None,
+    issuer: str | None,
+    require: list[str],
+) -> dict[str, Any]:
     try:
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
-            secret,
-            algorithms=[ALGORITHM],
-            audience=settings.token_audience,
-            issuer=settings.token_issuer,
+            key,
+            algorithms=algorithms,
+            audience=audience or None,
+            issuer=issuer,
             leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "iat", "sub"], "verify_aud": settings.token_audience is not None},
+            options={"require": require, "verify_aud": bool(audience)},
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         reasons = (reason for kind, reason in _DECODE_FAILURES if isinstance(exc, kind))
         raise AuthError(next(reasons, "malformed")) from None
-    return _user_from(claims)
+    return claims
 
 
 def _user_from(claims: Mapping[str, Any]) -> User:
     subject, metadata, name, scope = (
         claims.get("sub"),
         claims.get("metadata"),
-        claims.get("display_name"),
+        claims.get("display_name", claims.get("name")),
         claims.get("scope", ""),
     )
     if not isinstance(subject, str) or not subject:

@@ -5,21 +5,28 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from web.auth import AuthError, token_from_header, verify_jwt
+from web.auth import AuthError, token_from_header, verify_token
+from web.callbacks import call_user_hook, hooks
 from web.errors import SessionForbidden, SessionNotFound
 from web.user import User
 
 
 async def authenticate_user(request: Request) -> User:
-    """FastAPI dependency: the user of the request's bearer token (or `access_token` cookie)."""
+    """FastAPI dependency: the user of the `on_authenticate` hook, else of the request's bearer token
+    (or `access_token` cookie): ours (HS256) or the identity provider's (JWKS)."""
     try:
+        if hooks.authenticate is not None:
+            user = await call_user_hook(hooks.authenticate, request.headers, {})
+            if user is not None:
+                return user
         header = request.headers.get("authorization")
         cookie = request.cookies.get("access_token")
         token = token_from_header(header) if header or not cookie else cookie
-        return verify_jwt(token)
+        return await verify_token(token)
     except AuthError as exc:
         raise HTTPException(
-            status_code=401,
+            # The provider's keys could not be fetched: our failure, not the caller's.
+            status_code=503 if exc.reason == "keys_unavailable" else 401,
             detail={"error": "invalid_token", "reason": exc.reason, "message": exc.message},
             headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'},
         ) from None

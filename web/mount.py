@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from bus import Settings, get_settings
 from web.http import add_session_error_handlers
+from web.login_routes import add_login_routes
 from web.page import serve_page
 from web.server import ChatServer
 
@@ -33,6 +34,7 @@ def mount_app(
     server = ChatServer(settings or get_settings())
     # Only the socket prefix is mounted, so a chat app at path="" does not shadow the parent's routes.
     app.mount(f"{path}/ws/socket.io", socketio.ASGIApp(server.sio, socketio_path=None))
+    add_login_routes(app, path, server.settings)  # {path}/auth/login, /header, /logout, /config
     serve_page(app, path)  # the chat page at {path}/, only where the parent has no route of its own
     add_session_error_handlers(app)
     parent_lifespan = app.router.lifespan_context

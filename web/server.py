@@ -15,11 +15,13 @@ from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, 
 from bus.registry import token_hash
 from web import data, runtime
 from web.ask import AskRelay
-from web.auth import AuthError, handshake_token, verify_jwt
+from web.auth import AuthError
 from web.callbacks import Hook, hooks
 from web.context import init_ws_context
+from web.cors import socket_origins
 from web.limits import HookQueue, Limits, Refused, retry_after_ms
 from web.local import LocalSession, LocalSessions, unpack
+from web.login import handshake_user
 from web.mailbox import Mailbox
 from web.message import Message
 from web.protocol import SOCKETIO_EVENTS, TAKEOVER
@@ -40,6 +42,7 @@ class ChatServer:
             transports=["websocket"],
             # Room for the largest client_message; a bigger frame closes the socket.
             max_http_buffer_size=2 * self.settings.max_message_bytes + 16 * 1024,
+            cors_allowed_origins=socket_origins(self.bus.settings),
         )
         self.limits = Limits(self.settings)
         self.running = False
@@ -93,7 +96,7 @@ class ChatServer:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         self.limits.handshake(str(environ.get("REMOTE_ADDR", "")))
-        user = self._login(environ, auth)
+        user = await self._login(environ, auth)
         resume_token = secrets.token_urlsafe(32)
         record = await self.bus.registry.resumable(auth.get("sessionId"), auth.get("resumeToken"))
         if user is not None:
@@ -120,11 +123,9 @@ class ChatServer:
             if (history := await data.thread_history(self.bus, local.thread_id)) is not None:
                 await self.sio.emit("thread_history", history, to=sid)
 
-    def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
-        if not self.settings.login_required:
-            return None
+    async def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
         try:
-            return verify_jwt(handshake_token(environ, auth), self.settings)
+            return await handshake_user(environ, auth, self.settings)
         except AuthError as exc:
             raise _refused(f"token_{exc.reason}", exc.message) from None
 

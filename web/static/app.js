@@ -36,6 +36,12 @@
     send: $("send"),
     messageTemplate: $("message-template"),
     askTemplate: $("ask-template"),
+    login: $("login"),
+    loginUsername: $("login-username"),
+    loginPassword: $("login-password"),
+    loginError: $("login-error"),
+    loginSubmit: $("login-submit"),
+    logout: $("logout"),
   };
 
   // --- offsets: "<n>-0" (n counts the session's messages) compares as two integers ------------------
@@ -460,6 +466,138 @@
     ui.working.hidden = state.tasks === 0;
   }
 
+  // --- signing in ---------------------------------------------------------------------------------
+  //
+  // When the server refuses the socket for want of a valid token, the page asks `auth/config` how to
+  // sign in: behind an authenticating proxy it posts to `auth/header`, with a password callback it shows
+  // the form and posts to `auth/login`. Either sets the HttpOnly `access_token` cookie (the page never
+  // sees the token), which the next handshake carries; then the page reconnects.
+
+  // Refusals a sign-in can cure; the others (bus_unavailable, token_keys_unavailable, ...) it cannot.
+  const LOGIN_REASONS = new Set([
+    "token_missing",
+    "token_malformed",
+    "token_bad_algorithm",
+    "token_unknown_key",
+    "token_bad_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_wrong_audience",
+    "token_wrong_issuer",
+    "token_missing_claim",
+    "token_refused",
+  ]);
+  let authConfig = null;
+  let headerTried = false; // once per refusal streak: a proxy that keeps failing must not loop us
+
+  async function loadAuthConfig() {
+    if (authConfig) return authConfig;
+    try {
+      const response = await fetch("auth/config", { credentials: "same-origin", cache: "no-store" });
+      if (response.ok) authConfig = await response.json();
+    } catch (_) {
+      /* offline: asked again at the next refusal */
+    }
+    return authConfig || {};
+  }
+
+  function postAuth(route, body) {
+    return fetch(route, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  }
+
+  function setComposerEnabled(enabled) {
+    ui.input.disabled = !enabled;
+    ui.send.disabled = !enabled;
+  }
+
+  async function signIn(reason) {
+    setStatus("offline", "Sign in required");
+    const config = await loadAuthConfig();
+    if (config.headerAuth && !headerTried) {
+      headerTried = true;
+      try {
+        const response = await postAuth("auth/header");
+        if (response.ok) {
+          socket.connect();
+          return;
+        }
+      } catch (_) {
+        /* fall through to the form, or to the notice */
+      }
+    }
+    if (config.passwordAuth) {
+      showLogin(reason === "token_expired" ? "Your sign-in has expired. Please sign in again." : "");
+      return;
+    }
+    notice("refused", `The server refused the connection (${reason}) and offers no sign-in form here.`, {
+      label: "Try again",
+      run: () => socket.connect(),
+    });
+  }
+
+  function showLogin(message) {
+    ui.login.hidden = false;
+    ui.empty.hidden = true;
+    ui.loginError.textContent = message;
+    setComposerEnabled(false);
+    ui.logout.hidden = true;
+    (ui.loginUsername.value ? ui.loginPassword : ui.loginUsername).focus();
+  }
+
+  function hideLogin() {
+    ui.login.hidden = true;
+    ui.empty.hidden = ui.messages.childElementCount > 0;
+    ui.loginPassword.value = "";
+    ui.loginError.textContent = "";
+    setComposerEnabled(true);
+  }
+
+  ui.login.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    ui.loginSubmit.disabled = true;
+    ui.loginError.textContent = "";
+    try {
+      const response = await postAuth("auth/login", {
+        username: ui.loginUsername.value.trim(),
+        password: ui.loginPassword.value,
+      });
+      if (response.ok) {
+        hideLogin();
+        setStatus("connecting", "Connecting…");
+        socket.connect();
+        ui.input.focus();
+      } else if (response.status === 401) {
+        ui.loginError.textContent = "Wrong username or password.";
+        ui.loginPassword.select();
+      } else {
+        ui.loginError.textContent = `Sign-in failed (HTTP ${response.status}).`;
+      }
+    } catch (_) {
+      ui.loginError.textContent = "Sign-in failed: the server cannot be reached.";
+    } finally {
+      ui.loginSubmit.disabled = false;
+    }
+  });
+
+  ui.logout.addEventListener("click", async () => {
+    try {
+      await postAuth("auth/logout");
+    } finally {
+      forget(); // the conversation belongs to the user who signed out
+      location.reload();
+    }
+  });
+
+  async function offerLogout() {
+    const config = await loadAuthConfig();
+    ui.logout.hidden = !config.passwordAuth;
+  }
+
   // --- the socket --------------------------------------------------------------------------------
 
   let socket = null;
@@ -494,6 +632,9 @@
 
     socket.on("connect", () => {
       refusedRetry = 0;
+      headerTried = false;
+      if (!ui.login.hidden) hideLogin();
+      offerLogout();
       if (ui.status.dataset.state !== "connected") setStatus("connected", "Connected");
       socket.emit("connection_successful");
       flushAck();
@@ -540,6 +681,8 @@
         setStatus("reconnecting", "Reconnecting…");
         refusedRetry = Math.min(refusedRetry + 1, 5);
         setTimeout(() => socket.connect(), 1000 * refusedRetry);
+      } else if (LOGIN_REASONS.has(reason)) {
+        signIn(reason);
       } else if (reason === "session_of_another_user") {
         setStatus("offline", "Not connected");
         notice("other-user", "This conversation belongs to another user.", { label: "Start a new chat", run: startOver });
