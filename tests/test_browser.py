@@ -308,6 +308,8 @@ async def test_reload_rebuilds_the_history_from_the_replay(start: Start, new_pag
     page = new_page
     await page.goto(replica.url + "/chat/")  # straight from the replica, no proxy
     session_id = await connected(page)
+    # The greeting first, so that the page shows it before the message typed next.
+    await expect(bodies(page, "assistant_message", f"Your session id is {session_id}")).to_have_count(1)
     await say(page, "first")
     await finished_reply(page, "You said: first")
     assert (await replica.aget(f"/hello/{session_id}")).status_code == 200

@@ -213,8 +213,16 @@ class LocalSessions:
         """Run `coro` in the background; it is awaited when the server stops."""
         task = asyncio.create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, BusUnavailable):
+                log.warning("a background step gave up: %s", exc)
+            else:
+                log.error("a background step failed", exc_info=exc)
 
 
 async def _retrying(step: Callable[[], Awaitable[_T]], what: str) -> _T:
