@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import logging
 import secrets
@@ -32,9 +33,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from types import TracebackType
 from typing import Any
 
-import chainlit.context as cl_context
-import chainlit.emitter as cl_emitter
-import chainlit.session as cl_session
 import socketio
 from chainlit.session import BaseSession, WebsocketSession
 from chainlit.user import User as ChainlitUser
@@ -45,6 +43,12 @@ from bus import Bus, Envelope, SessionNotFound, Settings, Target, get_settings, 
 from bus.envelope import new_id
 
 log = logging.getLogger("switchboard.chainlit")
+
+# The modules themselves (`import chainlit.context as m` would give the `chainlit.context` LazyProxy
+# that chainlit/__init__.py puts over the submodule's name).
+cl_session = importlib.import_module("chainlit.session")
+cl_context = importlib.import_module("chainlit.context")
+cl_emitter = importlib.import_module("chainlit.emitter")
 
 #: The Chainlit minor version the bridge is tested with (the `chainlit` extra pins it).
 TESTED_SERIES = "2.12"
@@ -226,10 +230,10 @@ class RemoteSession(WebsocketSession):
         return Envelope(Target.session(self.id), event, payload, self.bus.settings.replica_id)
 
     def _data(self, data: Any) -> Any:
-        # Steps built before the record was read carry the placeholder thread id.
-        if isinstance(data, dict) and data.get("threadId") == self._placeholder_thread:
-            return {**data, "threadId": self.thread_id}
-        return data
+        # Steps built before the record was read carry the placeholder thread id (a fresh UUID).
+        if self.thread_id == self._placeholder_thread:
+            return data
+        return _replaced(data, self._placeholder_thread, self.thread_id)
 
     async def _emit(self, event: str, data: Any) -> None:
         await self.resolve()
@@ -379,6 +383,14 @@ class ChainlitBus:
             log.error("relaying an ask failed", exc_info=task.exception())
 
 
+def _replaced(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _replaced(item, old, new) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced(item, old, new) for item in value]
+    return new if value == old else value
+
+
 async def _awaited(value: Any) -> None:
     if inspect.isawaitable(value):
         await value
@@ -396,7 +408,7 @@ def _user_record(user: object) -> dict[str, Any] | None:
 
 
 def _get_by_id(cls: type[WebsocketSession], session_id: str) -> WebsocketSession | None:
-    local = cl_session.ws_sessions_id.get(session_id)
+    local: WebsocketSession | None = cl_session.ws_sessions_id.get(session_id)
     if local is not None or _active is None or not isinstance(session_id, str):
         return local
     caller = str(sys._getframe(1).f_globals.get("__name__", ""))
