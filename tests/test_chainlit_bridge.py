@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -18,6 +19,7 @@ import pytest
 import socketio
 
 from bus import Bus, Settings
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, require_browser
 from tests.harness import APPS, Process, Replica
 
 CHAINLIT_APP = APPS / "chainlit"
@@ -357,3 +359,41 @@ async def test_the_seed_examples_under_two_workers(
     assert (await asking).json() == {"answer": "twelve"}
     assert (await server.aget(f"/hello/{uuid.uuid4()}")).status_code == 404
     assert_clean(server)
+
+
+# -- Chainlit's own page in a real browser --------------------------------------------------------
+
+
+async def test_chainlit_page_shows_a_message_sent_through_the_other_replica(
+    replicas: Callable[..., Replica], settings: Callable[..., Settings]
+) -> None:
+    """Chainlit's bundled React frontend (Debian's chromium, Playwright) on replica A; B sends."""
+    async_playwright = require_browser()
+    a, b = chainlit_replica(replicas, login=False), chainlit_replica(replicas, login=False)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport={"width": 1100, "height": 760})
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            await page.goto(f"{a.url}/chainlit/")
+            # on_chat_start greets the page's session: its id is in the greeting and in the cookie.
+            greeting = page.get_by_text(re.compile(r"Hello from session [0-9a-f-]{36}"))
+            await greeting.wait_for(timeout=30_000)
+            session_id = (await greeting.inner_text()).split()[-1]
+            cookies = {c["name"]: c["value"] for c in await context.cookies()}
+            assert cookies.get("X-Chainlit-Session-id") == session_id, cookies
+            assert await holder(settings, session_id) == (await a.aget("/app")).headers["x-replica"]
+            response = await b.aget(f"/hello/{session_id}")
+            assert response.status_code == 200, response.text
+            await page.get_by_text("Hello World", exact=True).wait_for(timeout=15_000)
+        finally:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            path = SCREENSHOTS / "chainlit-page-through-the-other-replica.png"
+            await page.screenshot(path=str(path))
+            print(f"\nscreenshot: {path}")
+            await context.close()
+            await browser.close()
+    assert not errors, f"uncaught errors in Chainlit's page: {errors}"
+    assert_clean(a, b)
