@@ -8,7 +8,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 _PREFIX = "SWITCHBOARD_"
@@ -61,6 +61,19 @@ class Settings:
     webhook_max_bytes: int = 64 * 1024
     #: Webhook requests per caller per minute; 0 turns the limit off.
     webhook_rate_limit: int = 0
+
+    # -- operations (web/health.py, web/drain.py, web/metrics.py, web/logs.py) --
+    #: How long a SIGTERM drain spreads the reconnects of this replica's clients over.
+    drain_seconds: float = 20.0
+    #: How long readiness waits for its probe envelope to come back through the bus.
+    ready_timeout_seconds: float = 2.0
+    #: Where mount_app serves liveness, readiness and metrics; None: `{path}/healthz`, `{path}/readyz`,
+    #: `{path}/metrics`. The metrics path `off` serves no metrics.
+    health_path: str | None = None
+    ready_path: str | None = None
+    metrics_path: str | None = None
+    #: `text` (the app's own logging) or `json` (one JSON object per line, secrets redacted).
+    log_format: str = "text"
 
     @property
     def login_required(self) -> bool:
@@ -120,7 +133,26 @@ class Settings:
             values["token_ttl_seconds"] = _positive(float, "TOKEN_TTL_SECONDS", ttl)
         values["token_audience"] = get("TOKEN_AUDIENCE")
         values["token_issuer"] = get("TOKEN_ISSUER")
+        values.update(_operations(get))
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _operations(get: Callable[[str], str | None]) -> dict[str, object]:
+    """The operations settings: drain, readiness, the paths of the probes and metrics, log format."""
+    values: dict[str, object] = {}
+    for name in ("DRAIN_SECONDS", "READY_TIMEOUT_SECONDS"):
+        if (raw := get(name)) is not None:
+            values[name.lower()] = _positive(float, name, raw)
+    for name in ("HEALTH_PATH", "READY_PATH", "METRICS_PATH"):
+        if (raw := get(name)) is not None:
+            if not (raw.startswith("/") or (name == "METRICS_PATH" and raw == "off")):
+                raise ValueError(f"{_PREFIX}{name} must start with '/', got {raw!r}")
+            values[name.lower()] = raw
+    if (log_format := get("LOG_FORMAT")) is not None:
+        if log_format.lower() not in ("text", "json"):
+            raise ValueError(f"{_PREFIX}LOG_FORMAT must be text or json, got {log_format!r}")
+        values["log_format"] = log_format.lower()
+    return values
 
 
 def _boolean(name: str, raw: str) -> bool:

@@ -3,6 +3,7 @@ module's hooks, and bus envelopes to the mailboxes of the sessions it holds."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
@@ -11,7 +12,7 @@ from typing import Any
 
 import socketio
 
-from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_offset
+from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, trace, valid_offset
 from web import data, runtime
 from web.ask import MAX_ANSWER, AskRelay
 from web.auth import AuthError, handshake_token, verify_jwt
@@ -38,6 +39,10 @@ class ChatServer:
             transports=["websocket"],
         )
         self.running = False
+        #: Set by a drain (web/drain.py): new handshakes are refused with the reason `draining`.
+        self.draining = False
+        #: The chat hooks running now, which a drain lets finish or cancels at its deadline.
+        self.hook_tasks: set[asyncio.Task[Any]] = set()
         self.sessions = LocalSessions(self.bus, self._replace)
         self.asks = AskRelay(self.bus, self.sio.emit, self.sessions.spawn)
         for event, handler in {
@@ -80,6 +85,8 @@ class ChatServer:
     # -- connecting ------------------------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self.draining:
+            raise _refused("draining", "this replica is shutting down: connect again")
         try:
             await self._connect(sid, environ, auth if isinstance(auth, dict) else {})
         except BusUnavailable as exc:
@@ -225,6 +232,10 @@ class ChatServer:
     async def _run(self, local: LocalSession, hook: Hook, *args: Any) -> None:
         """Run a chat-module hook in the session's websocket context, between task_start/task_end."""
         ctx = init_ws_context(WebsocketSession(local.id, local.user, local.thread_id))
+        trace.session_id.set(local.id)  # in this event's own task: its log lines name the session
+        if (task := asyncio.current_task()) is not None:  # the event's task ends with the hook
+            self.hook_tasks.add(task)
+            task.add_done_callback(self.hook_tasks.discard)
         await ctx.emit("task_start", {})
         try:
             await hook(*args)
