@@ -24,6 +24,9 @@ log = logging.getLogger("switchboard.bus")
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 #: How long subscribe() waits for Redis to confirm before giving up.
 SUBSCRIBE_TIMEOUT = 5.0
+#: Pooled command connections per process, and how long a command waits for one when all are busy.
+POOL_SIZE = 100
+POOL_TIMEOUT = 10.0
 #: Commands are retried this many times (exponential backoff capped at 1 s) before BusUnavailable.
 COMMAND_RETRIES = 3
 
@@ -60,9 +63,17 @@ async def _available() -> AsyncIterator[None]:
 class RedisBackend:
     def __init__(self, url: str, home_channel: str) -> None:
         retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES)
-        self._commands = redis.Redis.from_url(
-            url, retry=retry, socket_connect_timeout=5.0, socket_keepalive=True
+        # A burst (every client of a drained replica resuming here) waits for a pooled connection
+        # instead of failing with "Too many connections" once the pool's limit is reached.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_TIMEOUT,
+            retry=retry,
+            socket_connect_timeout=5.0,
+            socket_keepalive=True,
         )
+        self._commands = redis.Redis.from_pool(pool)
         # The subscriber connection does not reconnect by itself: _listen does, so it can count
         # reconnections and re-subscribe exactly the channels this process holds.
         self._subscriber = redis.Redis.from_url(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from web.health import Health
 from web.local import LocalSession
+from web.protocol import DRAINING
 from web.server import ChatServer
 
 log = logging.getLogger("switchboard.web")
@@ -33,7 +34,6 @@ SPREAD = 0.8
 HOOKS_DEADLINE = 0.95
 #: At most this many batches of disconnects (fewer with fewer sockets).
 BATCHES = 10
-DRAINING = "draining"
 
 
 @dataclass(frozen=True, slots=True)

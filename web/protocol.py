@@ -45,6 +45,8 @@ EVENTS: dict[str, Event] = {
         # Emitted by the replica holding the socket.
         Event("session", "replica"),
         Event("session_replaced", "replica"),
+        # The replica is shutting down: reconnect after `reconnectAfterMs` (web/drain.py).
+        Event("draining", "replica"),
         Event("replay_truncated", "replica"),
         Event("replayed", "replica"),
         Event("thread_history", "replica"),
@@ -66,6 +68,7 @@ EVENTS: dict[str, Event] = {
 
 ASK = "ask"
 ANSWER = "answer"
+DRAINING = "draining"
 
 #: Envelope events starting with this are for replicas, never forwarded to a client.
 CONTROL_PREFIX = "switchboard:"
