@@ -81,14 +81,15 @@ class Mailbox:
         (`replay_truncated`) and how many messages it got (`replayed`). Returns that count.
         """
         requested: str | None = self.last_offset if resumed else None
-        replayed, backoff = 0, 0.05
+        replayed, backoff, truncated = 0, 0.05, False
         while self.open:
             try:
                 if requested is not None:
                     lost, first = await self._bus.lost_after(self.session_id, requested)
                     if lost:
-                        truncated = {"requestedOffset": requested, "firstOffset": first}
-                        await self._emit_event("replay_truncated", truncated)
+                        truncated = True
+                        bounds = {"requestedOffset": requested, "firstOffset": first}
+                        await self._emit_event("replay_truncated", bounds)
                     requested = None
                 replayed += await self._catch_up()
                 break
@@ -97,6 +98,7 @@ class Mailbox:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
         if resumed and self.open:
+            self._bus.observer.replayed(replayed, truncated)
             await self._emit_event("replayed", {"count": replayed})
         return replayed
 
@@ -128,9 +130,12 @@ class Mailbox:
             return False
         if not offset:
             await self._emit_event(envelope.event, envelope.payload)
+            self._bus.observer.delivered(envelope, "emitted")
             return False
         if offset_key(offset) <= offset_key(self.last_offset):
+            self._bus.observer.delivered(envelope, "duplicate")
             return False  # already delivered: the seam between replay and live delivery
         self.last_offset = offset
         await self._emit_event(envelope.event, {**envelope.payload, "offset": offset})
+        self._bus.observer.delivered(envelope, "emitted")
         return True

@@ -41,6 +41,12 @@ class Operations:
         self.metrics: Any = None
         app.add_route(self.health_path, self._liveness, methods=["GET"], include_in_schema=False)
         app.add_route(self.ready_path, self._readiness, methods=["GET"], include_in_schema=False)
+        if self.metrics_path != "off":
+            from web import metrics  # prometheus-client loads only when metrics are served
+
+            self.metrics = metrics.Metrics(server, self.health)
+            metrics.count_webhooks(app)
+            app.add_route(self.metrics_path, self.metrics.endpoint, methods=["GET"], include_in_schema=False)
         self._draining: asyncio.Task[Any] | None = None
         self._replaced: SignalHandler = None
         self._loop: asyncio.AbstractEventLoop | None = None
