@@ -39,6 +39,10 @@ class Operations:
         self.ready_path = settings.ready_path or f"{path}/readyz"
         self.metrics_path = settings.metrics_path or f"{path}/metrics"
         self.metrics: Any = None
+        if settings.log_format == "json":
+            from web import logs
+
+            logs.use_json(settings)
         app.add_route(self.health_path, self._liveness, methods=["GET"], include_in_schema=False)
         app.add_route(self.ready_path, self._readiness, methods=["GET"], include_in_schema=False)
         if self.metrics_path != "off":
