@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint redis-server chromium
+.PHONY: demo test lint redis-server chromium haproxy cluster cluster-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,16 @@ redis-server:
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: lint redis-server chromium $(NODE_STAMP)
+# The local cluster (deploy/local/) and its end-to-end test put HAProxy in front of three replicas.
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || (apt-get update -qq && apt-get install -y -qq haproxy)
+
+test: lint redis-server chromium haproxy $(NODE_STAMP)
 	$(BIN)/pytest
+
+# Redis, three replicas and HAProxy on loopback ports; Ctrl-C or `make cluster-stop` stops them.
+cluster: $(STAMP) $(NODE_STAMP) redis-server haproxy
+	$(BIN)/python deploy/local/cluster.py
+
+cluster-stop:
+	@if [ -f deploy/local/.cluster.pid ]; then kill -TERM "$$(cat deploy/local/.cluster.pid)"; else echo "no cluster running"; fi

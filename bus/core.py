@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,6 +15,7 @@ from bus.errors import SessionNotFound
 from bus.keys import Keys
 from bus.registry import SessionRegistry
 from bus.settings import Settings, get_settings
+from bus.trace import working_on
 
 log = logging.getLogger("switchboard.bus")
 
@@ -31,6 +33,29 @@ class BusStats:
     malformed: int = 0
     unhandled: int = 0
     failed: int = 0
+
+
+class BusObserver:
+    """What a bus reports while it works (metrics); this default ignores everything.
+
+    `web/metrics.py` sets a counting one on a chat server's bus. Every method must be cheap and
+    must not raise.
+    """
+
+    def command(self, name: str, seconds: float) -> None:
+        """A Redis round trip (`send`, `publish`, `read_log`) took `seconds`."""
+
+    def sent(self, event: str, status: str) -> None:
+        """A send's receipt: `delivered`, `queued` or `dropped`."""
+
+    def delivered(self, envelope: Envelope, outcome: str) -> None:
+        """A mailbox handled an envelope for its socket: `emitted` or `duplicate`."""
+
+    def replayed(self, count: int, truncated: bool) -> None:
+        """A resume's replay emitted `count` messages; `truncated`: part of it was trimmed away."""
+
+    def asked(self, outcome: str) -> None:
+        """A question asked from this process ended: `answered`, `timeout` or `failed`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +108,7 @@ class Bus:
         self.store: Store = backend
         self.registry = SessionRegistry(self.store, self.keys, self.settings)
         self.stats = BusStats()
+        self.observer = BusObserver()
         self._handlers: dict[str, Handler] = {}
         self._on_restored = on_restored
 
@@ -120,7 +146,9 @@ class Bus:
 
     async def publish(self, envelope: Envelope) -> int:
         """Publish without logging (control and reply messages); returns how many processes got it."""
-        received = await self.transport.publish(self.channel(envelope.target), self._encode(envelope))
+        data, started = self._encode(envelope), time.perf_counter()
+        received = await self.transport.publish(self.channel(envelope.target), data)
+        self.observer.command("publish", time.perf_counter() - started)
         self.stats.published += 1
         return received
 
@@ -132,8 +160,11 @@ class Bus:
         replicas holding matching sockets deliver it; `delivered` counts those replicas).
         """
         if envelope.target.kind != "session":
-            return Receipt(envelope.id, envelope.target, "", await self.publish(envelope))
+            receipt = Receipt(envelope.id, envelope.target, "", await self.publish(envelope))
+            self.observer.sent(envelope.event, receipt.status)
+            return receipt
         session_id = envelope.target.id
+        started = time.perf_counter()
         result = await self.transport.send(
             self.keys.session(session_id),
             self.keys.session_log(session_id),
@@ -145,16 +176,20 @@ class Bus:
             max_bytes=self.settings.session_log_bytes,
             max_age=self.settings.session_log_seconds,
         )
+        self.observer.command("send", time.perf_counter() - started)
         if result is None:
             raise SessionNotFound(session_id)
         self.stats.published += 1
         offset, epoch, delivered = result
-        return Receipt(envelope.id, envelope.target, offset, delivered, epoch if offset else "")
+        receipt = Receipt(envelope.id, envelope.target, offset, delivered, epoch if offset else "")
+        self.observer.sent(envelope.event, receipt.status)
+        return receipt
 
     async def read_log(self, session_id: str, after: str) -> LogBatch:
         """The next batch (SWITCHBOARD_REPLAY_BATCH at most) of the session's log after `after`."""
-        size = self.settings.replay_batch
+        size, started = self.settings.replay_batch, time.perf_counter()
         raw = await self.transport.read_log(self.keys.session_log(session_id), after, size)
+        self.observer.command("read_log", time.perf_counter() - started)
         entries = []
         for offset, data in raw:
             try:
@@ -208,8 +243,10 @@ class Bus:
         if handler is None:
             self.stats.unhandled += 1
             return
+        session = envelope.target.id if envelope.target.kind == "session" else None
         try:
-            await handler(envelope, offset, epoch)
+            with working_on(session=session, envelope=envelope.id):
+                await handler(envelope, offset, epoch)
         except Exception:
             self.stats.failed += 1
             log.exception("handler for %s failed on envelope %s", channel, envelope.id)

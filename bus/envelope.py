@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeGuard, get_args
 import msgpack
 
 VERSION = 1
-TargetKind = Literal["session", "user", "broadcast", "reply"]
+TargetKind = Literal["session", "user", "broadcast", "reply", "replica"]
 _TARGET_KINDS: frozenset[str] = frozenset(get_args(TargetKind))
 _MAX_DEPTH = 32
 _MAX_NAME = 256
@@ -65,7 +65,8 @@ def valid_offset(value: object) -> TypeGuard[str]:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Whom an envelope is for: one session, all sessions of one user, or everyone."""
+    """Whom an envelope is for: one session, all sessions of one user, or everyone (and, for the
+    servers themselves, a question's reply channel or one replica's own channel)."""
 
     kind: TargetKind
     id: str = ""

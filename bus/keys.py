@@ -43,6 +43,17 @@ class Keys:
         """The session's registry record (a hash)."""
         return f"{self.prefix}:session:{{{session_id}}}:info"
 
+    def session_pattern(self) -> str:
+        """A SCAN pattern matching every session's registry record (`session(...)`)."""
+        return f"{self.prefix}:session:{{*}}:info"
+
+    def session_id_of(self, key: str) -> str | None:
+        """The session id in a registry record's key, or None if `key` is not one."""
+        head, tail = f"{self.prefix}:session:{{", "}:info"
+        if key.startswith(head) and key.endswith(tail):
+            return key[len(head) : -len(tail)] or None
+        return None
+
     def session_log(self, session_id: str) -> str:
         """The session's message log (a stream), in the same slot as its record."""
         return f"{self.prefix}:session:{{{session_id}}}:log"

@@ -102,6 +102,19 @@ class Settings:
     #: Webhook requests per caller per minute; 0 turns the limit off.
     webhook_rate_limit: int = 0
 
+    # -- operations (web/health.py, web/drain.py, web/metrics.py, web/logs.py) --
+    #: How long a SIGTERM drain spreads the reconnects of this replica's clients over.
+    drain_seconds: float = 20.0
+    #: How long readiness waits for its probe envelope to come back through the bus.
+    ready_timeout_seconds: float = 2.0
+    #: Where mount_app serves liveness, readiness and metrics; None: `{path}/healthz`, `{path}/readyz`,
+    #: `{path}/metrics`. The metrics path `off` serves no metrics.
+    health_path: str | None = None
+    ready_path: str | None = None
+    metrics_path: str | None = None
+    #: `text` (the app's own logging) or `json` (one JSON object per line, secrets redacted).
+    log_format: str = "text"
+
     @property
     def login_required(self) -> bool:
         if self.require_login is not None:
@@ -182,6 +195,7 @@ class Settings:
         if (secure := get("COOKIE_SECURE")) is not None:
             values["cookie_secure"] = _boolean("COOKIE_SECURE", secure)
         values["allowed_origins"] = _origins(get("ALLOWED_ORIGINS") or "")
+        values.update(_operations(get))
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -255,6 +269,24 @@ def _origins(raw: str) -> tuple[str, ...]:
                 f"(scheme and host, no path or trailing slash), got {origin!r}"
             )
     return origins
+
+
+def _operations(get: Callable[[str], str | None]) -> dict[str, object]:
+    """The operations settings: drain, readiness, the paths of the probes and metrics, log format."""
+    values: dict[str, object] = {}
+    for name in ("DRAIN_SECONDS", "READY_TIMEOUT_SECONDS"):
+        if (raw := get(name)) is not None:
+            values[name.lower()] = _positive(float, name, raw)
+    for name in ("HEALTH_PATH", "READY_PATH", "METRICS_PATH"):
+        if (raw := get(name)) is not None:
+            if not (raw.startswith("/") or (name == "METRICS_PATH" and raw == "off")):
+                raise ValueError(f"{_PREFIX}{name} must start with '/', got {raw!r}")
+            values[name.lower()] = raw
+    if (log_format := get("LOG_FORMAT")) is not None:
+        if log_format.lower() not in ("text", "json"):
+            raise ValueError(f"{_PREFIX}LOG_FORMAT must be text or json, got {log_format!r}")
+        values["log_format"] = log_format.lower()
+    return values
 
 
 def _boolean(name: str, raw: str) -> bool:

@@ -43,7 +43,12 @@ async def bus(settings: Callable[..., Settings]) -> AsyncIterator[Bus]:
 
 @pytest.fixture
 def replica_env(redis_url: str, prefix: str) -> dict[str, str]:
-    return {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_KEY_PREFIX": prefix}
+    # A short drain: a replica stopped (SIGTERM) with clients still connected moves them within 2 s.
+    return {
+        "SWITCHBOARD_REDIS_URL": redis_url,
+        "SWITCHBOARD_KEY_PREFIX": prefix,
+        "SWITCHBOARD_DRAIN_SECONDS": "2",
+    }
 
 
 @pytest.fixture

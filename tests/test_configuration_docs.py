@@ -36,6 +36,9 @@ FORMS: dict[str, tuple[list[str], list[str]]] = {
     "float > 0": (["0.5", "12", "1_000", "1e3"], ["0", "-1", "soon", "inf", "-inf", "nan"]),
     "int > 0": (["1", "2048", "1_000"], ["0", "-1", "1.5", "1e6", "0x10", "inf", "nan"]),
     "int >= 0": (["0", "1", "60"], ["-1", "00", "1.5", "x"]),
+    "path starting with `/`": (["/healthz", "/ops/ready"], ["healthz", "off"]),
+    "path starting with `/`, or `off`": (["/metrics", "off"], ["metrics", "none"]),
+    "`text` or `json`": (["text", "json", "JSON"], ["xml", "yaml"]),
     "float >= 0": (["0", "0.5", "10"], ["-1", "00", "x", "inf", "nan"]),
     "1 to 128 of `A-Z a-z 0-9 _ . : -`": (
         ["web-1", "pod_7.a:b", "x" * 128],

@@ -70,11 +70,13 @@ class AskUserMessage:
             try:
                 answer = await asyncio.wait_for(answered, self.timeout)
             except TimeoutError:
+                bus.observer.asked("timeout")
                 await session.emit("ask_timeout", {})
                 return None
         finally:
             await bus.unsubscribe(reply)
             await bus.registry.close_ask(session.id, correlation)
+        bus.observer.asked("answered")
         await session.emit("clear_ask", {})
         return answer
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from bus import get_settings
+from web import sessions_cli
 from web.auth import SEND_SCOPE, create_jwt, new_secret
 from web.user import User
 
@@ -26,7 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     who.add_argument("--service", metavar="NAME", help="a token for a service principal")
     token.add_argument("--scope", default=None, help=f"space-separated scopes (services: {SEND_SCOPE})")
     token.add_argument("--expires-in", type=float, default=None, metavar="SECONDS")
+    sessions_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "sessions":
+        sys.exit(sessions_cli.run(args))
     if args.command == "demo":
         _demo(args.host, args.port)
     elif args.command == "create-secret":

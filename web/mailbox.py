@@ -95,11 +95,11 @@ class Mailbox:
         On a resume the client is told if part of what it asked for was trimmed away
         (`replay_truncated`) and how many messages it got (`replayed`). Returns that count.
         """
-        replayed, backoff, checked = 0, 0.05, False
+        replayed, backoff, checked, truncated = 0, 0.05, False, False
         while self.open:
             try:
                 if not checked:
-                    await self._check_bounds(resumed=resumed)
+                    truncated = await self._check_bounds(resumed=resumed)
                     checked = True
                 replayed += await self._catch_up()
                 break
@@ -114,12 +114,13 @@ class Mailbox:
                     await self._emit(envelope, offset, epoch)
                 break
         if resumed and self.open:
+            self._bus.observer.replayed(replayed, truncated)
             await self._emit_event("replayed", {"count": replayed})
         return replayed
 
-    async def _check_bounds(self, *, resumed: bool) -> None:
+    async def _check_bounds(self, *, resumed: bool) -> bool:
         """Before reading the log: a new epoch starts the count again; a claimed offset beyond the
-        log is not believed; on a resume, a trimmed start is reported."""
+        log is not believed; on a resume, a trimmed start is reported (then True)."""
         first, last, epoch = await self._bus.log_bounds(self.session_id)
         if epoch and epoch != self.epoch:
             await self._switch_epoch(epoch)
@@ -128,6 +129,8 @@ class Mailbox:
         if resumed and trimmed_after(self.last_offset, first, last):
             truncated = {"requestedOffset": self.last_offset, "firstOffset": first}
             await self._emit_event("replay_truncated", truncated)
+            return True
+        return False
 
     async def _switch_epoch(self, epoch: str) -> None:
         """Offsets count in `epoch` from now on. If they counted in another log before (Redis lost
@@ -166,11 +169,14 @@ class Mailbox:
             return False
         if not offset:
             await self._emit_event(envelope.event, envelope.payload)
+            self._bus.observer.delivered(envelope, "emitted")
             return False
         if epoch != self.epoch:
             await self._switch_epoch(epoch)
         if offset_key(offset) <= offset_key(self.last_offset):
+            self._bus.observer.delivered(envelope, "duplicate")
             return False  # already delivered: the seam between replay and live delivery
         self.last_offset = offset
         await self._emit_event(envelope.event, {**envelope.payload, "offset": offset, "epoch": epoch})
+        self._bus.observer.delivered(envelope, "emitted")
         return True

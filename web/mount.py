@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from bus import Settings, get_settings
 from web.http import add_session_error_handlers
 from web.login_routes import add_login_routes
+from web.operations import Operations
 from web.page import serve_page
 from web.server import ChatServer
 
@@ -37,12 +38,14 @@ def mount_app(
     add_login_routes(app, path, server.settings)  # {path}/auth/login, /header, /logout, /config
     serve_page(app, path)  # the chat page at {path}/, only where the parent has no route of its own
     add_session_error_handlers(app)
+    # Liveness, readiness and metrics endpoints, JSON logs, the drain on SIGTERM (web/operations.py).
+    operations = Operations(app, server, path)
     parent_lifespan = app.router.lifespan_context
 
     # Starlette never runs the lifespan of a mounted app, so the server rides on the parent's.
     @asynccontextmanager
     async def lifespan(parent: Any) -> AsyncIterator[Any]:
-        async with server, parent_lifespan(parent) as state:
+        async with server, operations, parent_lifespan(parent) as state:
             yield state
 
     app.router.lifespan_context = lifespan

@@ -45,6 +45,8 @@ EVENTS: dict[str, Event] = {
         # Emitted by the replica holding the socket.
         Event("session", "replica"),
         Event("session_replaced", "replica"),
+        # The replica is shutting down: reconnect after `reconnectAfterMs` (web/drain.py).
+        Event("draining", "replica"),
         Event("replay_truncated", "replica"),
         Event("replayed", "replica"),
         Event("log_reset", "replica"),
@@ -73,6 +75,7 @@ SOCKETIO_EVENTS = frozenset(name for name, e in EVENTS.items() if e.sender == "s
 
 ASK = "ask"
 ANSWER = "answer"
+DRAINING = "draining"
 
 #: Envelope events starting with this are for replicas, never forwarded to a client.
 CONTROL_PREFIX = "switchboard:"

@@ -3,6 +3,7 @@ module's hooks, and bus envelopes to the mailboxes of the sessions it holds."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
@@ -16,8 +17,7 @@ from bus.registry import token_hash
 from web import data, runtime
 from web.ask import AskRelay
 from web.auth import AuthError
-from web.callbacks import Hook, hooks
-from web.context import init_ws_context
+from web.callbacks import hooks
 from web.cors import socket_origins
 from web.limits import HookQueue, Limits, Refused, retry_after_ms
 from web.local import LocalSession, LocalSessions, unpack
@@ -25,7 +25,7 @@ from web.login import handshake_user
 from web.mailbox import Mailbox
 from web.message import Message
 from web.protocol import SOCKETIO_EVENTS, TAKEOVER
-from web.session import WebsocketSession
+from web.run import end_hook, run_hook
 from web.user import User
 
 log = logging.getLogger("switchboard.web")
@@ -46,6 +46,10 @@ class ChatServer:
         )
         self.limits = Limits(self.settings)
         self.running = False
+        #: Set by a drain (web/drain.py): new handshakes are refused with the reason `draining`.
+        self.draining = False
+        #: The chat hooks running now, which a drain lets finish or cancels at its deadline.
+        self.hook_tasks: set[asyncio.Task[Any]] = set()
         self.sessions = LocalSessions(self.bus, self._replace)
         self.asks = AskRelay(self.bus, self.sio.emit, self.sessions.spawn)
         for event, handler in {
@@ -86,6 +90,8 @@ class ChatServer:
         await self.sessions.restore()
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self.draining:
+            raise _refused("draining", "this replica is shutting down: connect again")
         try:
             await self._connect(sid, environ, auth if isinstance(auth, dict) else {})
         except BusUnavailable as exc:
@@ -206,7 +212,7 @@ class ChatServer:
         await self.sessions.detach(local)
         if local.replaced:
             return  # resumed on another replica, which now owns the registry entry
-        self.sessions.end_after_grace(local, lambda: self._run_end(local))
+        self.sessions.end_after_grace(local, lambda: end_hook(local))
 
     def _client(self, sid: str) -> LocalSession | None:
         """The session of a client event, if the socket's event budget allows one more."""
@@ -225,7 +231,7 @@ class ChatServer:
             return
         local.started = True
         if hooks.chat_start is not None:
-            local.hooks.submit(functools.partial(self._run, local, hooks.chat_start))
+            local.hooks.submit(functools.partial(run_hook, local, hooks.chat_start, self.hook_tasks))
 
     async def _on_client_message(self, sid: str, data: Any = None, *args: Any) -> None:
         local = self._client(sid)
@@ -244,7 +250,7 @@ class ChatServer:
         msg_id = msg_id if isinstance(msg_id, str) and len(msg_id) <= 64 else None
         incoming = Message(output, author, type="user_message", id=msg_id)
         if hooks.message is not None and not local.hooks.submit(
-            functools.partial(self._run, local, hooks.message, incoming)
+            functools.partial(run_hook, local, hooks.message, self.hook_tasks, incoming)
         ):
             self.limits.refused["hook_queue"] += 1
             await self.sio.emit("message_refused", {"reason": "busy"}, to=sid)
@@ -257,26 +263,6 @@ class ChatServer:
             return False
         self.sessions.data_changed(local.id)
         return True
-
-    async def _run(self, local: LocalSession, hook: Hook, *args: Any) -> None:
-        """Run a chat-module hook in the session's websocket context, between task_start/task_end."""
-        ctx = init_ws_context(WebsocketSession(local.id, local.user, local.thread_id))
-        await ctx.emit("task_start", {})
-        try:
-            await hook(*args)
-        except Exception:
-            log.exception("chat hook %s failed for session %s", hook.__name__, local.id)
-            await Message("An internal error occurred.", is_error=True).send()
-        finally:
-            await ctx.emit("task_end", {})
-
-    async def _run_end(self, local: LocalSession) -> None:
-        if hooks.chat_end is not None:
-            init_ws_context(WebsocketSession(local.id, local.user, local.thread_id))
-            try:
-                await hooks.chat_end()
-            except Exception:
-                log.exception("on_chat_end failed for session %s", local.id)
 
 
 class _SocketServer(socketio.AsyncServer):  # type: ignore[misc]

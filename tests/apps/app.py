@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 
 from tests.apps import counters
 from web import (
+    AskUserMessage,
     Message,
     SessionDataUnavailable,
     User,
@@ -116,6 +117,13 @@ async def hello_as_plain(session_id: str, current_user: User = Depends(authentic
     init_ws_context(session_id, user=current_user)
     await Message(content=f"Hello from {current_user.identifier}").send()
     return {"sent": session_id}
+
+
+@app.get("/ask/{session_id}")
+async def ask(session_id: str, timeout: float = 10) -> dict[str, object]:
+    """Ask the session's user a question from whichever replica serves the request."""
+    await init_ws_context(session_id)
+    return {"answer": await AskUserMessage("Your name?", timeout=timeout).send()}
 
 
 @app.get("/stats")

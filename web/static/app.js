@@ -664,7 +664,23 @@
       setStatus("connected", "Connected");
     });
 
+    // The replica is shutting down (docs/protocol.md#draining): move after the delay it gives, so its
+    // clients do not all reconnect at once; if it closes the socket first, reconnect at once.
+    let drainTimer = null;
+    socket.on("draining", (data) => {
+      const delay = Math.max(0, Number(data && data.reconnectAfterMs) || 0);
+      setStatus("reconnecting", "Server restarting…");
+      clearTimeout(drainTimer);
+      drainTimer = setTimeout(() => {
+        drainTimer = null;
+        if (state.replaced || !socket.connected) return;
+        socket.disconnect();
+        socket.connect(); // the load balancer sends it to another replica; the session resumes there
+      }, delay);
+    });
+
     socket.on("disconnect", (reason) => {
+      if (reason === "io server disconnect") clearTimeout(drainTimer);
       setTasks(0);
       if (state.replaced) return;
       setStatus("reconnecting", "Reconnecting…");
@@ -677,10 +693,11 @@
       const reason = err && err.data && err.data.reason;
       if (socket.active) {
         setStatus("reconnecting", "Reconnecting…"); // the client retries by itself
-      } else if (reason === "bus_unavailable") {
+      } else if (reason === "bus_unavailable" || reason === "draining") {
+        // Retry later; a draining replica's retries land on another one (with some jitter).
         setStatus("reconnecting", "Reconnecting…");
         refusedRetry = Math.min(refusedRetry + 1, 5);
-        setTimeout(() => socket.connect(), 1000 * refusedRetry);
+        setTimeout(() => socket.connect(), 1000 * refusedRetry * (0.5 + Math.random()));
       } else if (LOGIN_REASONS.has(reason)) {
         signIn(reason);
       } else if (reason === "session_of_another_user") {
