@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import socketio
 
 from bus import Bus, Settings
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, require_browser
-from tests.harness import APPS, Process, Replica
+from tests.harness import APPS, ChatClient, Process, Replica
 
 CHAINLIT_APP = APPS / "chainlit"
 #: Chainlit's login (password callback in my_cl_app.py) and the secret of its tokens.
@@ -44,17 +43,12 @@ def user_message(output: str, thread_id: str = "") -> dict[str, Any]:
 
 
 @dataclass
-class ChainlitClient:
+class ChainlitClient(ChatClient):
     """A python-socketio client speaking the handshake of Chainlit's React client; records events."""
 
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     #: The session's thread id, from its first message.
     thread_id: str = ""
-    sio: socketio.AsyncClient = field(default_factory=lambda: socketio.AsyncClient(reconnection=False))
-    events: list[tuple[str, Any]] = field(default_factory=list)
-    _consumed: set[int] = field(default_factory=set)
-    _answers: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def __post_init__(self) -> None:
         @self.sio.on("*")
@@ -66,11 +60,6 @@ class ChainlitClient:
             # Chainlit's client answers a text ask with a user message step, as the Socket.IO ack.
             await self._record("ask", data)
             return user_message(await self._answers.get(), data["msg"]["threadId"])
-
-    async def _record(self, event: str, data: Any) -> None:
-        async with self._changed:
-            self.events.append((event, data))
-            self._changed.notify_all()
 
     async def start(self, replica: Replica, token: str | None = None) -> ChainlitClient:
         """Connect as Chainlit's React client does, then announce the connection (on_chat_start)."""
@@ -94,35 +83,6 @@ class ChainlitClient:
         )
         self.thread_id = hello["threadId"]
         return self
-
-    async def next(
-        self, event: str, where: Callable[[Any], bool] = lambda _: True, timeout: float = 10
-    ) -> Any:
-        def find() -> int | None:
-            for index, (name, data) in enumerate(self.events):
-                if index not in self._consumed and name == event and where(data):
-                    return index
-            return None
-
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: find() is not None), timeout)
-            except TimeoutError:
-                raise AssertionError(f"no {event!r} event within {timeout}s; got {self.events}") from None
-            index = find()
-            assert index is not None
-            self._consumed.add(index)
-            return self.events[index][1]
-
-    def answer(self, text: str) -> None:
-        self._answers.put_nowait(text)
-
-    def received(self, event: str) -> list[Any]:
-        return [data for name, data in self.events if name == event]
-
-    async def close(self) -> None:
-        if self.sio.connected:
-            await self.sio.disconnect()
 
 
 @pytest.fixture
