@@ -80,6 +80,7 @@
     // Highest durable offset this page has processed. A freshly loaded page has processed nothing, so
     // it asks for the whole retained log ("0-0"); in-page reconnects ask only for what they missed.
     lastOffset: "0-0",
+    epoch: null, // the session log the offsets count in; a new one (log_reset) starts again at 0-0
     ackedOffset: "0-0",
     local: Array.isArray(saved.local) ? saved.local : [], // {id, output, createdAt, after, n}
     answers: saved.answers && typeof saved.answers === "object" ? saved.answers : {}, // step_id -> text
@@ -326,6 +327,7 @@
     handle([off[0], off[1], 0, 0]);
     if (state.replayIds && payload && typeof payload.id === "string") state.replayIds.add(payload.id);
     state.lastOffset = payload.offset;
+    if (typeof payload.epoch === "string") state.epoch = payload.epoch;
     save();
     unacked += 1;
     if (unacked >= ACK_BATCH) flushAck();
@@ -605,6 +607,7 @@
 
   function auth(cb) {
     const payload = { lastOffset: state.lastOffset };
+    if (state.epoch) payload.lastEpoch = state.epoch;
     if (state.sessionId && state.resumeToken) {
       payload.sessionId = state.sessionId;
       payload.resumeToken = state.resumeToken;
@@ -739,6 +742,14 @@
     socket.on("ask_timeout", () => closeAllAsks("No answer was given in time."));
     socket.on("clear_ask", () => closeAllAsks(null));
 
+    socket.on("log_reset", (data) => {
+      // The server lost this session's log: offsets start again; what was missed may be gone.
+      state.lastOffset = "0-0";
+      state.ackedOffset = "0-0";
+      state.epoch = data && typeof data.epoch === "string" ? data.epoch : null;
+      save();
+      notice("truncated", "The server lost some recent messages; newer ones follow.");
+    });
     socket.on("replay_truncated", (data) => {
       durable(data, () => {});
       notice("truncated", "Some older messages are no longer available.");
