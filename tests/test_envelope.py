@@ -93,9 +93,60 @@ def test_decode_rejects_non_bytes() -> None:
         Envelope.decode("text", max_bytes=LIMIT)  # type: ignore[arg-type]
 
 
+def _as_fields(envelope: Envelope) -> list[object]:
+    t = envelope.target
+    return [
+        1,
+        envelope.id,
+        envelope.created_at,
+        t.kind,
+        t.id,
+        envelope.event,
+        envelope.payload,
+        envelope.origin,
+    ]
+
+
 @given(st.binary(max_size=512))
-def test_arbitrary_bytes_raise_only_envelope_error(data: bytes) -> None:
+def test_arbitrary_bytes_are_refused_or_decoded_exactly(data: bytes) -> None:
     try:
-        Envelope.decode(data, max_bytes=LIMIT)
+        envelope = Envelope.decode(data, max_bytes=LIMIT)
     except EnvelopeError:
-        pass
+        return
+    # Accepted: it must be exactly what the bytes say, field by field, and survive a round trip.
+    assert msgpack.unpackb(data, raw=False) == _as_fields(envelope)
+    assert Envelope.decode(envelope.encode(), max_bytes=LIMIT) == envelope
+
+
+@given(st.binary(min_size=1, max_size=64).filter(lambda b: b[:1] not in (b"\x98", b"\xdc", b"\xdd")))
+def test_bytes_that_are_no_8_element_array_are_refused(data: bytes) -> None:
+    # An envelope starts with an 8-element array header (fixarray 0x98, or array16/32 holding 8).
+    with pytest.raises(EnvelopeError):
+        Envelope.decode(data, max_bytes=LIMIT)
+
+
+JSONISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.sampled_from(["session", "user", "reply"]),
+    st.text(min_size=1, max_size=256),
+    st.text(min_size=1, max_size=256),
+    st.dictionaries(st.text(), JSONISH, max_size=5),
+    st.floats(allow_nan=False) | st.integers(-(2**53), 2**53),
+)
+def test_valid_envelopes_round_trip_exactly(
+    kind: str, target: str, event: str, payload: dict[str, object], created: float
+) -> None:
+    envelope = Envelope(Target(kind, target), event, payload, "origin-1", created_at=created)  # type: ignore[arg-type]
+    back = Envelope.decode(envelope.encode(), max_bytes=1 << 20)
+    assert back == envelope and type(back.created_at) is float

@@ -129,7 +129,7 @@ def verify_jwt(token: object, settings: Settings | None = None) -> User:
         raise AuthError("not_configured")
     if not isinstance(token, str) or not token:
         raise AuthError("missing")
-    if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2:
+    if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2 or not token.isascii():
         raise AuthError("malformed")
     try:
         header = jwt.get_unverified_header(token)
