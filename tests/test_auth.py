@@ -99,6 +99,7 @@ BAD_TOKENS = {
     "not yet valid": (sign(claims(nbf=int(time.time()) + 3600)), "not_yet_valid"),
     "tampered payload": (tampered(), "bad_signature"),
     "missing exp": (sign(claims(exp=None)), "missing_claim"),
+    "missing iat": (sign(claims(iat=None)), "missing_claim"),
     "missing sub": (sign(claims(sub=None)), "missing_claim"),
     "bad metadata": (sign(claims(metadata=[1])), "malformed"),
     "removed secret": (sign(claims(), "r" * 40), "unknown_key"),
@@ -223,3 +224,53 @@ def test_cli_create_secret_and_service_token(env_auth: None, capsys: pytest.Capt
     cli(["token", "--service", "billing"])
     user = verify_jwt(capsys.readouterr().out.strip())
     assert user.identifier == "service:billing" and user.scopes == ("sessions:send",)
+
+
+def test_without_a_secret_every_token_is_refused_not_configured() -> None:
+    token = create_jwt(User("ann"), settings=SETTINGS)
+    with pytest.raises(AuthError) as raised:
+        verify_jwt(token, Settings())
+    assert raised.value.reason == "not_configured"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"exp": -5}, None),  # expired 5 s ago: inside the 10 s leeway
+        ({"exp": -15}, "expired"),
+        ({"nbf": 5}, None),  # valid in 5 s: inside the leeway
+        ({"nbf": 15}, "not_yet_valid"),
+        ({"iat": 5}, None),  # issued "in 5 s" by a clock slightly ahead
+        ({"iat": 15}, "not_yet_valid"),
+    ],
+)
+def test_the_10_second_leeway_on_exp_nbf_and_iat(changes: dict[str, int], reason: str | None) -> None:
+    now = int(time.time())
+    token = sign(claims(**{name: now + delta for name, delta in changes.items()}))
+    if reason is None:
+        assert verify_jwt(token, SETTINGS).identifier == "ann"
+    else:
+        with pytest.raises(AuthError) as raised:
+            verify_jwt(token, SETTINGS)
+        assert raised.value.reason == reason
+
+
+def _token_of_length(length: int) -> str | None:
+    """A valid token exactly `length` characters long, padded through its metadata (None if none is)."""
+    for header_pad in range(4):  # a JWT part is never 1 more than a multiple of 4: vary two parts
+        for pad in range(length):
+            token = sign(claims(metadata={"pad": "x" * pad}), x="y" * header_pad)
+            if len(token) == length:
+                return token
+            if len(token) > length:
+                break
+    return None
+
+
+def test_tokens_over_8_kib_are_malformed_and_8_kib_is_accepted() -> None:
+    at_limit, over = _token_of_length(8192), _token_of_length(8193)
+    assert at_limit is not None and over is not None
+    assert verify_jwt(at_limit, SETTINGS).identifier == "ann"
+    with pytest.raises(AuthError) as raised:
+        verify_jwt(over, SETTINGS)
+    assert raised.value.reason == "malformed"
