@@ -53,6 +53,19 @@ def test_round_trip_carries_the_user() -> None:
     assert payload["exp"] - payload["iat"] == 15 * 24 * 3600
 
 
+def test_expires_in_sets_the_lifetime_and_the_claims_are_the_documented_ones() -> None:
+    token = create_jwt(User("ann", "Ann"), 60, settings=SETTINGS)
+    payload = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert payload["exp"] - payload["iat"] == 60
+    assert {k: payload[k] for k in ("sub", "identifier", "display_name", "metadata")} == {
+        "sub": "ann",
+        "identifier": "ann",
+        "display_name": "Ann",
+        "metadata": {},
+    }
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+
+
 def test_service_tokens_carry_their_scope() -> None:
     token = create_jwt(User("service:billing"), 60, scope="sessions:send", settings=SETTINGS)
     assert verify_jwt(token, SETTINGS).scopes == ("sessions:send",)

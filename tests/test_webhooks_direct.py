@@ -287,6 +287,27 @@ async def test_bodies_over_the_limit_are_413_too_large(hooks: tuple[ChatServer, 
     assert response.status_code == 413 and response.json()["error"] == "too_large"
 
 
+@pytest.mark.parametrize("overrides", [{"webhook_max_bytes": 100}])
+async def test_a_chunked_body_over_the_limit_is_413_too_large_while_it_is_read(
+    hooks: tuple[ChatServer, Post],
+) -> None:
+    _, post = hooks
+    body = json.dumps({"content": "x" * 200}).encode()
+
+    async def chunks() -> Any:  # no Content-Length: the limit is checked while reading
+        for start in range(0, len(body), 50):
+            yield body[start : start + 50]
+
+    response = await post(body=chunks(), headers=signed(body))  # type: ignore[arg-type]
+    assert response.status_code == 413 and response.json()["error"] == "too_large"
+    small = json.dumps({"content": "x" * 10}).encode()
+
+    async def one() -> Any:
+        yield small
+
+    assert (await post(body=one(), headers=signed(small))).status_code == 202  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("overrides", [{"max_envelope_bytes": 2048}])
 async def test_a_message_too_large_for_the_bus_is_413_and_stores_nothing(
     hooks: tuple[ChatServer, Post],
