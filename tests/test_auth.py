@@ -71,6 +71,14 @@ def test_service_tokens_carry_their_scope() -> None:
     assert verify_jwt(token, SETTINGS).scopes == ("sessions:send",)
 
 
+def test_a_secret_of_exactly_32_bytes_signs() -> None:
+    assert verify_jwt(
+        create_jwt(User("ann"), settings=Settings(auth_secret="x" * 32)), Settings(auth_secret="x" * 32)
+    )
+    with pytest.raises(RuntimeError, match="shorter than 32 bytes"):
+        create_jwt(User("ann"), settings=Settings(auth_secret="x" * 31))
+
+
 @pytest.mark.parametrize("secret", [None, "", "short-secret"])
 def test_refuses_to_sign_without_a_strong_secret(secret: str | None) -> None:
     with pytest.raises(RuntimeError, match="create-secret"):
@@ -215,6 +223,11 @@ async def test_dependency_answers_401_with_the_failure_class(env_auth: None) -> 
         assert ok.json() == {"identifier": "ann"}
         cookie = await client.get("/me", headers={"Cookie": f"access_token={good}"})
         assert cookie.json() == {"identifier": "ann"}
+        # The header wins over a cookie, both ways round.
+        both = {"Authorization": f"Bearer {good}", "Cookie": "access_token=garbage"}
+        assert (await client.get("/me", headers=both)).json() == {"identifier": "ann"}
+        bad_header = {"Authorization": "Bearer garbage", "Cookie": f"access_token={good}"}
+        assert (await client.get("/me", headers=bad_header)).status_code == 401
 
 
 def test_cli_create_secret_and_service_token(env_auth: None, capsys: pytest.CaptureFixture[str]) -> None:

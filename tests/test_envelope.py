@@ -150,3 +150,49 @@ def test_valid_envelopes_round_trip_exactly(
     envelope = Envelope(Target(kind, target), event, payload, "origin-1", created_at=created)  # type: ignore[arg-type]
     back = Envelope.decode(envelope.encode(), max_bytes=1 << 20)
     assert back == envelope and type(back.created_at) is float
+
+
+def test_nesting_of_exactly_32_levels_is_accepted_and_33_refused() -> None:
+    # The payload map is level 0; {"d": [[...1...]]} with 31 lists puts the 1 at level 32.
+    assert Envelope.decode(fields(payload={"d": _deep(31)}), max_bytes=LIMIT).payload == {"d": _deep(31)}
+    deep_map: object = 1
+    for _ in range(31):
+        deep_map = {"k": deep_map}
+    assert Envelope.decode(fields(payload={"m": deep_map}), max_bytes=LIMIT).payload == {"m": deep_map}
+    for too_deep in ({"d": _deep(32)}, {"m": {"k": deep_map}}):
+        with pytest.raises(EnvelopeError, match="nested deeper than 32"):
+            Envelope.decode(fields(payload=too_deep), max_bytes=LIMIT)
+
+
+def test_names_of_exactly_256_characters_are_accepted() -> None:
+    envelope = Envelope.decode(fields(event="e" * 256, id="i" * 256, origin="o" * 256), max_bytes=LIMIT)
+    assert (envelope.event, envelope.id, envelope.origin) == ("e" * 256, "i" * 256, "o" * 256)
+    with pytest.raises(EnvelopeError, match="1 to 256"):
+        Envelope.decode(fields(origin="o" * 257), max_bytes=LIMIT)
+
+
+def test_only_a_broadcast_has_an_empty_target_id() -> None:
+    broadcast = Envelope(Target("broadcast"), "new_message", {}, "r1")
+    assert Envelope.decode(broadcast.encode(), max_bytes=LIMIT) == broadcast
+    for kind in ("session", "user", "reply"):
+        with pytest.raises(EnvelopeError, match="target id must be 1 to 256"):
+            Envelope.decode(fields(kind=kind, target=""), max_bytes=LIMIT)
+
+
+def test_limit_is_inclusive() -> None:
+    envelope = sample()
+    data = envelope.encode()
+    assert Envelope.decode(data, max_bytes=len(data)) == envelope
+    with pytest.raises(EnvelopeError, match="exceeds the limit"):
+        Envelope.decode(data, max_bytes=len(data) - 1)
+
+
+def test_ids_carry_the_creation_millisecond() -> None:
+    seen: set[int] = set()
+    while len(seen) < 5:  # a few different milliseconds, odd and even
+        before = time.time_ns() // 1_000_000
+        value = new_id()
+        after = time.time_ns() // 1_000_000
+        if before == after:
+            assert int(value[:12], 16) == before
+            seen.add(before)

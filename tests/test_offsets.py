@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -95,9 +96,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.emitted: list[tuple[str, dict[str, Any]]] = []
+        self.callbacks: list[Any] = []
 
-    async def __call__(self, event: str, data: Any = None, to: str | None = None, **_: Any) -> None:
+    async def __call__(self, event: str, data: Any = None, to: str | None = None, **kwargs: Any) -> None:
+        assert to == "sid-1", f"{event} emitted to {to!r}, not to the session's socket"
         self.emitted.append((event, data))
+        self.callbacks.append(kwargs.get("callback"))
 
     def offsets(self) -> list[str]:
         return [data["offset"] for _, data in self.emitted if isinstance(data, dict) and "offset" in data]
@@ -315,3 +319,59 @@ async def test_a_resume_replay_waits_for_redis_and_then_delivers_everything(
     finally:
         logging.getLogger("switchboard.web").removeHandler(watcher)
         redis_proc.stop()
+
+
+async def test_a_catch_up_is_started_for_a_live_session_and_goes_live_again(
+    server: tuple[ChatServer, Recorder],
+) -> None:
+    chat, recorder = server
+    local = await hold(chat, last_offset="1-0")
+    await send(chat, 0, 1, 2)
+    chat._start_replay(local)  # what the restored subscription does for every session here
+    assert local.replaying is True and local.pending == []
+    await chat._deliver(message(9), "")  # arrives while it runs: held until the end
+    await asyncio.gather(*chat._background)
+    assert recorder.names() == ["new_message"] * 3  # silent: no replay_truncated, no replayed
+    assert recorder.offsets() == ["2-0", "3-0"] and recorder.emitted[-1][1] == {"output": "n=9"}
+    assert local.pending is None and local.replaying is False
+
+
+async def test_a_question_is_asked_on_the_socket_and_counts_as_no_durable_event(
+    server: tuple[ChatServer, Recorder],
+) -> None:
+    chat, recorder = server
+    local = await hold(chat)
+    ask = {
+        "msg": {"output": "Name?"},
+        "spec": {"type": "text"},
+        "correlationId": "c1",
+        "deadline": time.time() + 30,
+    }
+    envelope = Envelope(Target.session(SESSION), "ask", ask, "test")
+    assert await chat._emit(local, envelope, "") is False
+    ((event, data),) = recorder.emitted
+    assert event == "ask" and data["msg"] == {"output": "Name?"} and 29 < data["spec"]["timeout"] <= 30
+    assert callable(recorder.callbacks[0]) and local.asked == {"c1"}
+    assert await chat._emit(local, envelope, "") is False and len(recorder.emitted) == 1  # once per socket
+
+
+async def test_a_replay_moves_past_an_undecodable_last_entry(server: tuple[ChatServer, Recorder]) -> None:
+    chat, recorder = server
+    local = await hold(chat, last_offset="8-0")
+    await send(chat, *range(9))
+    registry = chat.bus.registry
+    garbage = await chat.bus.backend.send(
+        registry.key(SESSION),
+        registry.log_key(SESSION),
+        "nowhere",
+        b"\xc1garbage",
+        message_id="g",
+        durable=True,
+        maxlen=5,
+        ttl=60,
+    )
+    assert garbage is not None and garbage[0] == "10-0"
+    local.pending, local.replaying = [], True
+    assert await chat._catch_up(local) == 1  # 9-0; 10-0 is skipped and counted
+    assert recorder.offsets() == ["9-0"] and chat.bus.stats.malformed == 1
+    assert local.last_offset == "10-0"  # past it, compared as integers ("10-0" < "9-0" as text)

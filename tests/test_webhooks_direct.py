@@ -41,12 +41,9 @@ def overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def hooks(overrides: dict[str, Any]) -> AsyncIterator[tuple[ChatServer, Post]]:
-    settings = Settings(
-        key_prefix=f"wd{uuid.uuid4().hex[:8]}",  # the memory bus is process-wide
-        webhook_secrets=(SECRET, OLD),
-        auth_secret=AUTH,
-        **overrides,
-    )
+    base: dict[str, Any] = {"webhook_secrets": (SECRET, OLD), "auth_secret": AUTH}
+    # A key prefix of its own per test: the memory bus is process-wide.
+    settings = Settings(key_prefix=f"wd{uuid.uuid4().hex[:8]}", **{**base, **overrides})
     app = FastAPI()
     app.include_router(webhook_router())
     async with ChatServer(settings) as server:
@@ -94,6 +91,10 @@ async def test_a_signed_send_is_logged_once_and_a_retry_replays_the_answer(
     receipt = first.json()
     assert receipt["target"] == {"kind": "session", "id": SESSION}
     assert (receipt["offset"], receipt["delivered"], receipt["status"]) == ("1-0", 0, "queued")
+    assert len(receipt["id"]) == 32 and int(receipt["id"], 16)
+    ((_, envelope),) = (await server.bus.read_log(SESSION, "0-0")).entries
+    assert envelope.id == receipt["id"] and envelope.event == "new_message"
+    assert (envelope.payload["name"], envelope.payload["metadata"]) == ("ci", {})
     assert "idempotent-replayed" not in first.headers
     # A retry re-signed later with the other (rotated) secret: the same message.
     retry = await post(headers=signed(secret=OLD, msg_id=headers["webhook-id"], stamp=int(time.time()) + 1))
@@ -108,7 +109,8 @@ async def test_a_signed_send_is_logged_once_and_a_retry_replays_the_answer(
 async def test_without_a_retry_key_every_request_is_sent(hooks: tuple[ChatServer, Post]) -> None:
     server, post = hooks
     for _ in range(2):
-        assert (await post(headers=token())).status_code == 202
+        sent = await post(headers=token())
+        assert sent.status_code == 202 and sent.json()["status"] == "queued"
     assert await logged(server) == ["Build finished", "Build finished"]
     keyed = {**token(), "idempotency-key": "job-1"}
     first, again = await post(headers=keyed), await post(headers=keyed)
@@ -352,3 +354,226 @@ async def test_the_rate_limit_counts_new_requests_per_caller_per_minute(
 async def test_the_rate_limit_is_off_by_default(hooks: tuple[ChatServer, Post]) -> None:
     _, post = hooks
     assert [(await post(headers=token())).status_code for _ in range(5)] == [202] * 5
+
+
+async def test_a_custom_event_carries_content_author_and_metadata(hooks: tuple[ChatServer, Post]) -> None:
+    server, post = hooks
+    body = json.dumps({"content": "42%", "author": "job", "event": "progress", "metadata": {"n": 7}}).encode()
+    assert (await post(body=body, headers=signed(body))).status_code == 202
+    ((offset, envelope),) = (await server.bus.read_log(SESSION, "0-0")).entries
+    assert (offset, envelope.event) == ("1-0", "progress")
+    assert envelope.payload == {"content": "42%", "author": "job", "metadata": {"n": 7}}
+
+
+async def test_a_one_character_user_is_looked_up(hooks: tuple[ChatServer, Post]) -> None:
+    _, post = hooks
+    response = await post("/hooks/users/a/messages", headers=signed())
+    assert response.json()["error"] == "user_has_no_sessions"
+
+
+@pytest.mark.parametrize("overrides", [{"webhook_secrets": ()}])
+async def test_signed_requests_without_secrets_are_401_signatures_not_configured(
+    hooks: tuple[ChatServer, Post],
+) -> None:
+    _, post = hooks
+    response = await post(headers=signed())
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "signatures_not_configured",
+        "message": "this server has no webhook secrets",
+    }
+
+
+async def test_no_chat_server_is_503_bus_unavailable() -> None:
+    app = FastAPI()
+    app.include_router(webhook_router())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        response = await client.post(PATH, content=BODY, headers=signed())
+    assert response.status_code == 503
+    assert response.json() == {"error": "bus_unavailable", "message": "the chat server is not running"}
+
+
+def test_the_openapi_schema_tags_and_documents_202() -> None:
+    app = FastAPI()
+    app.include_router(webhook_router())
+    operation = app.openapi()["paths"]["/hooks/sessions/{session_id}/messages"]["post"]
+    assert operation["tags"] == ["webhooks"] and "202" in operation["responses"]
+
+
+#: Every refusal's whole answer: the `message` is part of what callers see, so it is pinned too.
+ANSWERS: list[tuple[Callable[[], tuple[bytes, dict[str, str]]], int, str, str]] = [
+    (lambda: (BODY, {}), 415, "unsupported_media_type", "the body must be application/json"),
+    (
+        lambda: (BODY, {"content-type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+        "the body must be application/json",
+    ),
+    (
+        lambda: (BODY, {k: v for k, v in signed().items() if k not in ("webhook-id", "webhook-signature")}),
+        400,
+        "missing_header",
+        "missing webhook-id, webhook-signature",
+    ),
+    (
+        lambda: (BODY, {k: v for k, v in signed().items() if k != "webhook-timestamp"}),
+        400,
+        "missing_header",
+        "missing webhook-timestamp",
+    ),
+    (
+        lambda: (BODY, signed(msg_id="a b")),
+        400,
+        "bad_webhook_id",
+        "webhook-id must be 1-256 visible ASCII characters",
+    ),
+    (
+        lambda: (BODY, {**signed(), "webhook-timestamp": "x"}),
+        400,
+        "bad_timestamp",
+        "webhook-timestamp must be Unix seconds",
+    ),
+    (
+        lambda: (BODY, {**signed(), "webhook-timestamp": "1" * 12}),
+        401,
+        "stale_timestamp",
+        "webhook-timestamp is outside the tolerance",
+    ),
+    (
+        lambda: (BODY, {**signed(), "webhook-signature": " "}),
+        400,
+        "bad_signature_header",
+        "webhook-signature must list 1-16 signatures",
+    ),
+    (
+        lambda: (BODY, {**signed(), "webhook-signature": "v1"}),
+        400,
+        "bad_signature_header",
+        "each signature must be `<version>,<base64>`",
+    ),
+    (
+        lambda: (BODY, {**signed(), "webhook-signature": "v1,AAAA,AAAA"}),
+        400,
+        "bad_signature_header",
+        "a v1 signature is not valid base64",
+    ),
+    (
+        lambda: (BODY, {**signed(), "webhook-signature": "v2,AAAA"}),
+        401,
+        "bad_signature",
+        "no v1 signature offered",
+    ),
+    (lambda: (BODY, signed(secret=OTHER)), 401, "bad_signature", "no signature matches"),
+    (
+        lambda: (BODY, {"content-type": "application/json"}),
+        401,
+        "missing_credentials",
+        "sign the request (webhook-* headers) or send a bearer token",
+    ),
+    (
+        lambda: (BODY, {**token(), "authorization": "Bearer x"}),
+        401,
+        "token_malformed",
+        "the token is not a well-formed JWT",
+    ),
+    (
+        lambda: (BODY, token(scope=None)),
+        403,
+        "insufficient_scope",
+        "the token needs the 'sessions:send' scope",
+    ),
+    (
+        lambda: (BODY, {**token(), "idempotency-key": " "}),
+        400,
+        "bad_idempotency_key",
+        "Idempotency-Key must be 1-256 visible ASCII characters",
+    ),
+    (lambda: (b"{", signed(b"{")), 400, "malformed_body", "the body is not valid JSON"),
+    (lambda: (b"[]", signed(b"[]")), 422, "invalid_message", "body: Input should be an object"),
+    (
+        lambda: (b'{"content": 1}', signed(b'{"content": 1}')),
+        422,
+        "invalid_message",
+        "content: Input should be a valid string",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", range(len(ANSWERS)))
+async def test_each_refusal_answers_its_documented_error_and_message(
+    case: int, hooks: tuple[ChatServer, Post]
+) -> None:
+    _, post = hooks
+    make, status, error, message = ANSWERS[case]
+    body, headers = make()
+    response = await post(body=body, headers=headers)
+    assert (response.status_code, response.json()) == (status, {"error": error, "message": message})
+
+
+async def test_404_messages(hooks: tuple[ChatServer, Post]) -> None:
+    _, post = hooks
+    for path, error, message in [
+        ("/hooks/sessions/short/messages", "session_not_found", "no such session"),
+        (
+            f"/hooks/sessions/{'U' * 24}/messages",
+            "session_not_found",
+            "no such session (it never existed or has expired)",
+        ),
+        (f"/hooks/users/{'u' * 257}/messages", "user_not_found", "no such user"),
+        (
+            "/hooks/users/nobody/messages",
+            "user_has_no_sessions",
+            "the user has no live session on any replica",
+        ),
+    ]:
+        assert (await post(path, headers=signed())).json() == {"error": error, "message": message}
+
+
+async def test_conflict_messages(hooks: tuple[ChatServer, Post]) -> None:
+    server, post = hooks
+    headers = signed()
+    assert (await post(headers=headers)).status_code == 202
+    other = json.dumps({"content": "other"}).encode()
+    reused = await post(body=other, headers=signed(other, msg_id=headers["webhook-id"]))
+    assert reused.json() == {
+        "error": "id_reused",
+        "message": "this webhook id was already used with a different body",
+    }
+    held = signed()
+    scope = hashlib.sha256(f"webhook-signer|{held['webhook-id']}".encode()).hexdigest()
+    key = f"{server.settings.key_prefix}:webhook:{{{scope}}}"
+    await server.bus.backend.claim(key, msgpack.packb({"body": hashlib.sha256(BODY).hexdigest()}), 60)
+    progress = await post(headers=held)
+    assert progress.json() == {
+        "error": "in_progress",
+        "message": "a request with this webhook id is being processed",
+    }
+
+
+async def test_validation_details_are_cut_at_1000_characters(hooks: tuple[ChatServer, Post]) -> None:
+    _, post = hooks
+    body = json.dumps({"content": "x", **{f"extra{i}": i for i in range(60)}}).encode()
+    response = await post(body=body, headers=signed(body))
+    assert response.status_code == 422 and len(response.json()["message"]) == 1000
+
+
+@pytest.mark.parametrize("overrides", [{"max_envelope_bytes": 2048}])
+async def test_too_large_for_the_bus_says_why(hooks: tuple[ChatServer, Post]) -> None:
+    _, post = hooks
+    big = json.dumps({"content": "x" * 4000}).encode()
+    answer = (await post(body=big, headers=signed(big))).json()
+    assert answer["error"] == "too_large_for_the_bus" and "exceeds the limit of 2048" in answer["message"]
+
+
+@pytest.mark.parametrize("overrides", [{"webhook_rate_limit": 1}])
+async def test_the_rate_limit_message(hooks: tuple[ChatServer, Post]) -> None:
+    _, post = hooks
+    for _attempt in range(5):
+        caller = token(f"service:{uuid.uuid4().hex[:8]}")
+        start = time.time()
+        statuses = [(await post(headers=caller)) for _ in range(2)]
+        if int(start // 60) == int(time.time() // 60):
+            break
+    assert statuses[0].status_code == 202
+    assert statuses[1].json() == {"error": "rate_limited", "message": "at most 1 requests a minute"}
