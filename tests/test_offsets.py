@@ -273,13 +273,17 @@ async def test_ack_records_only_offsets_that_were_sent_and_only_upwards(
 
 
 class Warnings(logging.Handler):
-    def __init__(self, marker: str) -> None:
+    """Sets `seen` once `count` warnings containing `marker` were logged."""
+
+    def __init__(self, marker: str, count: int) -> None:
         super().__init__(logging.WARNING)
-        self.marker, self.seen = marker, asyncio.Event()
+        self.marker, self.count, self.seen = marker, count, asyncio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.marker in record.getMessage():
-            self.seen.set()
+            self.count -= 1
+            if self.count <= 0:
+                self.seen.set()
 
 
 def persistent_redis(directory: Path, port: int) -> Process:
@@ -296,7 +300,8 @@ async def test_a_resume_replay_waits_for_redis_and_then_delivers_everything(
 ) -> None:
     port = free_port()
     redis_proc = persistent_redis(tmp_path, port)
-    watcher = Warnings(f"replay for session {SESSION} waits for Redis")
+    # Three failed attempts: the replay keeps retrying (with its growing backoff), it does not give up.
+    watcher = Warnings(f"replay for session {SESSION} waits for Redis", 3)
     logging.getLogger("switchboard.web").addHandler(watcher)
     try:
         async with make_server(redis_url=f"redis://127.0.0.1:{port}/0") as chat:
