@@ -192,6 +192,7 @@ async def test_catch_up_replays_the_log_then_the_held_live_envelopes_without_dup
     replayed = await chat._catch_up(local)
     assert recorder.offsets() == ["2-0", "3-0", "4-0", "5-0", "6-0"]  # in order, each once
     assert recorder.emitted[-1] == ("new_message", {"output": "n=7"})
+    assert len(recorder.emitted) == 6  # the held duplicates (3-0, 5-0, 6-0) were dropped, not re-sent
     assert replayed == 5  # read from the log in batches of 2: 2-3, 4-5, 6
     assert local.pending is None and local.replaying is False and local.last_offset == "6-0"
     # Live again: the next envelope goes straight out.
@@ -240,11 +241,11 @@ async def test_a_resume_replay_from_inside_the_log_is_not_truncated(
 async def test_a_catch_up_after_a_lost_subscription_is_silent(server: tuple[ChatServer, Recorder]) -> None:
     chat, recorder = server
     local = await hold(chat, last_offset="1-0")
-    await send(chat, 0, 1, 2)
+    await send(chat, *range(12))  # trimmed to 8-0 .. 12-0: a resume would be told, a catch-up is not
     local.pending, local.replaying = [], True
     await chat._replay(local, resumed=False)
-    assert recorder.names() == ["new_message", "new_message"]  # no replay_truncated, no replayed
-    assert recorder.offsets() == ["2-0", "3-0"]
+    assert recorder.names() == ["new_message"] * 5  # no replay_truncated, no replayed
+    assert recorder.offsets() == ["8-0", "9-0", "10-0", "11-0", "12-0"]
 
 
 async def test_ack_records_only_offsets_that_were_sent_and_only_upwards(
