@@ -217,7 +217,10 @@ async def test_dependency_answers_401_with_the_failure_class(env_auth: None) -> 
             response = await client.get("/me", headers=headers)
             assert response.status_code == 401
             assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
-            assert response.json()["detail"]["reason"] == reason
+            message = AuthError(reason).message  # type: ignore[arg-type]
+            assert response.json() == {
+                "detail": {"error": "invalid_token", "reason": reason, "message": message}
+            }
             assert good not in response.text
         ok = await client.get("/me", headers={"Authorization": f"Bearer {good}"})
         assert ok.json() == {"identifier": "ann"}

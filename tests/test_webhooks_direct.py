@@ -301,7 +301,8 @@ async def test_a_chunked_body_over_the_limit_is_413_too_large_while_it_is_read(
             yield body[start : start + 50]
 
     response = await post(body=chunks(), headers=signed(body))  # type: ignore[arg-type]
-    assert response.status_code == 413 and response.json()["error"] == "too_large"
+    assert response.status_code == 413
+    assert response.json() == {"error": "too_large", "message": "the body must be at most 100 bytes"}
     small = json.dumps({"content": "x" * 10}).encode()
 
     async def one() -> Any:
@@ -415,6 +416,27 @@ ANSWERS: list[tuple[Callable[[], tuple[bytes, dict[str, str]]], int, str, str]] 
         400,
         "missing_header",
         "missing webhook-id, webhook-signature",
+    ),
+    (
+        lambda: (
+            BODY,
+            {k: v for k, v in signed().items() if k not in ("webhook-timestamp", "webhook-signature")},
+        ),
+        400,
+        "missing_header",
+        "missing webhook-timestamp, webhook-signature",
+    ),
+    (
+        lambda: (BODY, {k: v for k, v in signed().items() if k not in ("webhook-id", "webhook-timestamp")}),
+        400,
+        "missing_header",
+        "missing webhook-id, webhook-timestamp",
+    ),
+    (
+        lambda: (b"x" * 70_000, signed()),
+        413,
+        "too_large",
+        "the body must be at most 65536 bytes",
     ),
     (
         lambda: (BODY, {k: v for k, v in signed().items() if k != "webhook-timestamp"}),
