@@ -53,9 +53,30 @@ def test_round_trip_carries_the_user() -> None:
     assert payload["exp"] - payload["iat"] == 15 * 24 * 3600
 
 
+def test_expires_in_sets_the_lifetime_and_the_claims_are_the_documented_ones() -> None:
+    token = create_jwt(User("ann", "Ann"), 60, settings=SETTINGS)
+    payload = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert payload["exp"] - payload["iat"] == 60
+    assert {k: payload[k] for k in ("sub", "identifier", "display_name", "metadata")} == {
+        "sub": "ann",
+        "identifier": "ann",
+        "display_name": "Ann",
+        "metadata": {},
+    }
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+
+
 def test_service_tokens_carry_their_scope() -> None:
     token = create_jwt(User("service:billing"), 60, scope="sessions:send", settings=SETTINGS)
     assert verify_jwt(token, SETTINGS).scopes == ("sessions:send",)
+
+
+def test_a_secret_of_exactly_32_bytes_signs() -> None:
+    assert verify_jwt(
+        create_jwt(User("ann"), settings=Settings(auth_secret="x" * 32)), Settings(auth_secret="x" * 32)
+    )
+    with pytest.raises(RuntimeError, match="shorter than 32 bytes"):
+        create_jwt(User("ann"), settings=Settings(auth_secret="x" * 31))
 
 
 @pytest.mark.parametrize("secret", [None, "", "short-secret"])
@@ -99,6 +120,7 @@ BAD_TOKENS = {
     "not yet valid": (sign(claims(nbf=int(time.time()) + 3600)), "not_yet_valid"),
     "tampered payload": (tampered(), "bad_signature"),
     "missing exp": (sign(claims(exp=None)), "missing_claim"),
+    "missing iat": (sign(claims(iat=None)), "missing_claim"),
     "missing sub": (sign(claims(sub=None)), "missing_claim"),
     "bad metadata": (sign(claims(metadata=[1])), "malformed"),
     "removed secret": (sign(claims(), "r" * 40), "unknown_key"),
@@ -135,11 +157,9 @@ def test_rotation_previous_secret_verifies_removed_one_does_not() -> None:
 
 
 @given(st.text(max_size=300))
-def test_arbitrary_strings_raise_only_auth_error(text: str) -> None:
-    try:
+def test_arbitrary_strings_are_refused_with_auth_error(text: str) -> None:
+    with pytest.raises(AuthError):
         verify_jwt(text, SETTINGS)
-    except AuthError:
-        pass
 
 
 @given(
@@ -149,11 +169,21 @@ def test_arbitrary_strings_raise_only_auth_error(text: str) -> None:
         max_size=3,
     )
 )
-def test_arbitrary_three_part_tokens_raise_only_auth_error(parts: list[str]) -> None:
-    try:
+def test_arbitrary_three_part_tokens_are_refused_with_auth_error(parts: list[str]) -> None:
+    with pytest.raises(AuthError):
         verify_jwt(".".join(parts), SETTINGS)
-    except AuthError:
-        pass
+
+
+@given(st.integers(min_value=0), st.characters())
+def test_a_changed_character_in_a_good_token_is_refused(where: int, char: str) -> None:
+    good = sign(claims())
+    index = where % len(good)
+    changed = good[:index] + char + good[index + 1 :]
+    if changed == good:  # PyJWT decodes strictly: no other spelling of the same bytes verifies
+        assert verify_jwt(changed, SETTINGS).identifier == "ann"
+        return
+    with pytest.raises(AuthError):
+        verify_jwt(changed, SETTINGS)
 
 
 @pytest.fixture
@@ -187,12 +217,20 @@ async def test_dependency_answers_401_with_the_failure_class(env_auth: None) -> 
             response = await client.get("/me", headers=headers)
             assert response.status_code == 401
             assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
-            assert response.json()["detail"]["reason"] == reason
+            message = AuthError(reason).message  # type: ignore[arg-type]
+            assert response.json() == {
+                "detail": {"error": "invalid_token", "reason": reason, "message": message}
+            }
             assert good not in response.text
         ok = await client.get("/me", headers={"Authorization": f"Bearer {good}"})
         assert ok.json() == {"identifier": "ann"}
         cookie = await client.get("/me", headers={"Cookie": f"access_token={good}"})
         assert cookie.json() == {"identifier": "ann"}
+        # The header wins over a cookie, both ways round.
+        both = {"Authorization": f"Bearer {good}", "Cookie": "access_token=garbage"}
+        assert (await client.get("/me", headers=both)).json() == {"identifier": "ann"}
+        bad_header = {"Authorization": "Bearer garbage", "Cookie": f"access_token={good}"}
+        assert (await client.get("/me", headers=bad_header)).status_code == 401
 
 
 def test_cli_create_secret_and_service_token(env_auth: None, capsys: pytest.CaptureFixture[str]) -> None:
@@ -204,3 +242,53 @@ def test_cli_create_secret_and_service_token(env_auth: None, capsys: pytest.Capt
     cli(["token", "--service", "billing"])
     user = verify_jwt(capsys.readouterr().out.strip())
     assert user.identifier == "service:billing" and user.scopes == ("sessions:send",)
+
+
+def test_without_a_secret_every_token_is_refused_not_configured() -> None:
+    token = create_jwt(User("ann"), settings=SETTINGS)
+    with pytest.raises(AuthError) as raised:
+        verify_jwt(token, Settings())
+    assert raised.value.reason == "not_configured"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"exp": -5}, None),  # expired 5 s ago: inside the 10 s leeway
+        ({"exp": -15}, "expired"),
+        ({"nbf": 5}, None),  # valid in 5 s: inside the leeway
+        ({"nbf": 15}, "not_yet_valid"),
+        ({"iat": 5}, None),  # issued "in 5 s" by a clock slightly ahead
+        ({"iat": 15}, "not_yet_valid"),
+    ],
+)
+def test_the_10_second_leeway_on_exp_nbf_and_iat(changes: dict[str, int], reason: str | None) -> None:
+    now = int(time.time())
+    token = sign(claims(**{name: now + delta for name, delta in changes.items()}))
+    if reason is None:
+        assert verify_jwt(token, SETTINGS).identifier == "ann"
+    else:
+        with pytest.raises(AuthError) as raised:
+            verify_jwt(token, SETTINGS)
+        assert raised.value.reason == reason
+
+
+def _token_of_length(length: int) -> str | None:
+    """A valid token exactly `length` characters long, padded through its metadata (None if none is)."""
+    for header_pad in range(4):  # a JWT part is never 1 more than a multiple of 4: vary two parts
+        for pad in range(length):
+            token = sign(claims(metadata={"pad": "x" * pad}), x="y" * header_pad)
+            if len(token) == length:
+                return token
+            if len(token) > length:
+                break
+    return None
+
+
+def test_tokens_over_8_kib_are_malformed_and_8_kib_is_accepted() -> None:
+    at_limit, over = _token_of_length(8192), _token_of_length(8193)
+    assert at_limit is not None and over is not None
+    assert verify_jwt(at_limit, SETTINGS).identifier == "ann"
+    with pytest.raises(AuthError) as raised:
+        verify_jwt(over, SETTINGS)
+    assert raised.value.reason == "malformed"

@@ -6,6 +6,7 @@ Each test saves a screenshot of the page when it ends and prints where (under SC
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -335,10 +336,14 @@ async def test_missed_messages_are_replayed_after_a_reconnect(
     session_id = await connected(page)
     await say(page, "one")
     await finished_reply(page, "You said: one")
-    # What the page processed is acknowledged in batches: fewer acks than messages.
+    # What the page processed is acknowledged: each ack names a higher offset than the one before (so
+    # no offset is acknowledged twice), and the last one the highest processed. How the three durable
+    # events (greeting, stream start, stream end) fall into batches depends on the page's 500 ms ack
+    # timer against the stream, i.e. on the machine's load, so the number of acks is not asserted.
     acks = await acked_all(page)
     assert all(re.fullmatch(r'42\["ack",\{"offset":"\d+-\d+"\}\]', ack) for ack in acks), acks
-    assert len(acks) < 3, acks  # greeting, stream start, stream end
+    acked = [int(json.loads(ack[2:])[1]["offset"].split("-")[0]) for ack in acks]
+    assert acked == sorted(set(acked)) and 1 <= len(acked) <= 3, acks
 
     await proxy.cut()
     await expect(status(page)).to_have_attribute("data-state", "reconnecting")

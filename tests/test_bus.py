@@ -118,19 +118,35 @@ async def test_unreachable_redis_raises_bus_unavailable(redis_port: int) -> None
             pass
 
 
-async def test_registry_round_trip_and_expiry(settings: Callable[..., Settings]) -> None:
-    async with Bus(settings(session_grace_seconds=0.3)) as bus:
-        await bus.registry.create(SESSION, user={"identifier": "ann"}, thread_id="t1", resume_token="tok")
-        record = await bus.registry.get(SESSION)
-        assert record is not None and record.connected and record.user == {"identifier": "ann"}
-        assert record.thread_id == "t1" and record.replica == bus.settings.replica_id
-        assert record.accepts("tok") and not record.accepts("tok2")
+async def test_registry_round_trip(bus: Bus) -> None:
+    await bus.registry.create(SESSION, user={"identifier": "ann"}, thread_id="t1", resume_token="tok")
+    record = await bus.registry.get(SESSION)
+    assert record is not None and record.connected and record.user == {"identifier": "ann"}
+    assert record.thread_id == "t1" and record.replica == bus.settings.replica_id
+    assert record.accepts("tok") and not record.accepts("tok2")
+    await bus.registry.attach(SESSION, "tok2")
+    record = await bus.registry.get(SESSION)
+    assert record is not None and record.accepts("tok2") and not record.accepts("tok")  # rotated
+    await bus.registry.detach(SESSION, b"\x80", "3-0")
+    record = await bus.registry.get(SESSION)
+    assert record is not None and not record.connected and (record.data, record.acked) == (b"\x80", "3-0")
+    assert await bus.registry.get("not a valid id!") is None
+
+
+async def test_a_detached_session_expires_after_its_grace_period(
+    settings: Callable[..., Settings], redis_url: str
+) -> None:
+    async with Bus(settings(session_grace_seconds=0.5)) as bus:
+        await bus.registry.create(SESSION, user=None, thread_id=None, resume_token="tok")
         await bus.registry.detach(SESSION, b"", "0-0")
-        record = await bus.registry.get(SESSION)
-        assert record is not None and not record.connected
-        assert await bus.registry.get("not a valid id!") is None
-        await asyncio.sleep(0.5)  # a real TTL has to run out: there is no event to await
-        assert await bus.registry.get(SESSION) is None
+        admin = redis.Redis.from_url(redis_url)
+        assert 0 < await admin.pttl(bus.keys.session(SESSION)) <= 500
+        await admin.aclose()
+        # A real TTL has to run out: no event to await, so poll, with a deadline that only bounds a failure.
+        deadline = asyncio.get_running_loop().time() + 30
+        while await bus.registry.get(SESSION) is not None:
+            assert asyncio.get_running_loop().time() < deadline, "the session never expired"
+            await asyncio.sleep(0.05)
 
 
 async def session_exists(bus: Bus, session_id: str = SESSION) -> None:

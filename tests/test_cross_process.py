@@ -70,6 +70,24 @@ async def test_resume_on_another_replica_keeps_the_session(
     await second.next("new_message", lambda m: m["output"] == "Hello World")
 
 
+async def test_the_resume_token_rotates_the_old_one_opens_a_new_session_the_new_one_resumes(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a, b = replicas(), replicas()
+    first = await clients().connect(a)
+    old_token = first.resume_token
+    second = await clients().connect(b, first.resume_auth())
+    assert second.session_id == first.session_id and second.resume_token != old_token
+    await first.next("disconnect")  # taken over: the session lives on B under the new token
+    # The token the first socket had was used up by the resume: it opens a new session instead.
+    stale = await clients().connect(a, {"sessionId": first.session_id, "resumeToken": old_token})
+    assert stale.session_id != first.session_id
+    # The rotated token is the one that resumes (and takes the session over from B).
+    third = await clients().connect(a, {"sessionId": second.session_id, "resumeToken": second.resume_token})
+    assert third.session_id == first.session_id
+    await second.next("session_replaced")
+
+
 async def test_a_valid_resume_takes_over_the_live_socket_on_another_replica(
     replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
 ) -> None:
@@ -80,10 +98,18 @@ async def test_a_valid_resume_takes_over_the_live_socket_on_another_replica(
     replaced = await first.next("session_replaced")
     assert "another connection" in replaced["reason"]
     await first.next("disconnect")
-    assert (await a.aget(f"/hello/{second.session_id}")).status_code == 200
-    await second.next("new_message", lambda m: m["output"] == "Hello World")
-    assert not first.received("new_message")
     assert (await a.aget("/stats")).json()["sessions"] == 0
+    # A gave the session up: it no longer takes the session's messages off Redis. A newcomer on A is
+    # sent a marker after the hello; A's listener handles its messages in publish order, so once the
+    # newcomer has the marker, A would have counted the hello too had it stayed subscribed.
+    newcomer = await clients().connect(a)
+    before = (await a.aget("/stats")).json()["received"]
+    assert (await a.aget(f"/hello/{second.session_id}")).status_code == 200
+    assert (await b.aget(f"/say/{newcomer.session_id}/marker")).status_code == 200
+    await second.next("new_message", lambda m: m["output"] == "Hello World")
+    await newcomer.next("new_message", lambda m: m["output"] == "marker")
+    assert (await a.aget("/stats")).json()["received"] == before + 1  # the marker only
+    assert second.outputs() == ["Hello World"]
 
 
 async def test_a_resume_on_the_same_replica_replaces_the_old_socket(
@@ -139,19 +165,38 @@ async def test_built_in_keys_work_remotely_and_custom_keys_fail_clearly(
     assert custom["count"] is None and "only available in the process holding" in custom["error"]
 
 
-async def test_disconnected_session_ends_after_its_grace_period(
+async def test_disconnected_session_ends_after_its_grace_period_and_the_heartbeat_keeps_a_live_one(
     replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
 ) -> None:
-    a = replicas(env={"SWITCHBOARD_SESSION_GRACE_SECONDS": "1"})
+    # Grace 3 s, heartbeat every 1 s: a loaded machine may delay a beat by up to 2 s without a loss.
+    a = replicas(env={"SWITCHBOARD_SESSION_GRACE_SECONDS": "3"})
+    kept = await clients().connect(a)
     client = await clients().start(a)
     await client.next("new_message", lambda m: m["output"].startswith("started"))
     session_id = client.session_id
     await client.close()
-    # Within the grace period the session is still addressable (the send is not delivered).
+    await asyncio.to_thread(a.process.wait_for_line, f"session {session_id} detached")
+    # Within the grace period the session is still addressable (the send is queued in its log).
     assert (await a.aget(f"/hello/{session_id}")).status_code == 200
-    await asyncio.to_thread(a.process.wait_for_line, f"chat ended {session_id}", 10)
+    await asyncio.to_thread(a.process.wait_for_line, f"chat ended {session_id}", 30)
     assert (await a.aget(f"/hello/{session_id}")).status_code == 404
     assert (await a.aget("/stats")).json()["chat_ends"] == 1
+    # `kept` was attached before `client` detached, so more than a grace period has passed since its
+    # registry entry was last written: only the heartbeat kept it alive.
+    assert (await a.aget(f"/hello/{kept.session_id}")).status_code == 200
+    await kept.next("new_message", lambda m: m["output"] == "Hello World")
+
+
+async def test_an_expired_sessions_id_and_token_give_a_new_session(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = replicas(env={"SWITCHBOARD_SESSION_GRACE_SECONDS": "1"})
+    client = await clients().connect(a)
+    await client.close()
+    await asyncio.to_thread(a.process.wait_for_line, f"chat ended {client.session_id}", 30)
+    again = await clients().connect(a, client.resume_auth())
+    assert again.session_id != client.session_id
+    assert (await a.aget(f"/hello/{client.session_id}")).status_code == 404  # the old one stays gone
 
 
 async def test_uvicorn_with_two_workers_delivers_12_of_12(

@@ -93,9 +93,106 @@ def test_decode_rejects_non_bytes() -> None:
         Envelope.decode("text", max_bytes=LIMIT)  # type: ignore[arg-type]
 
 
+def _as_fields(envelope: Envelope) -> list[object]:
+    t = envelope.target
+    return [
+        1,
+        envelope.id,
+        envelope.created_at,
+        t.kind,
+        t.id,
+        envelope.event,
+        envelope.payload,
+        envelope.origin,
+    ]
+
+
 @given(st.binary(max_size=512))
-def test_arbitrary_bytes_raise_only_envelope_error(data: bytes) -> None:
+def test_arbitrary_bytes_are_refused_or_decoded_exactly(data: bytes) -> None:
     try:
-        Envelope.decode(data, max_bytes=LIMIT)
+        envelope = Envelope.decode(data, max_bytes=LIMIT)
     except EnvelopeError:
-        pass
+        return
+    # Accepted: it must be exactly what the bytes say, field by field, and survive a round trip.
+    assert msgpack.unpackb(data, raw=False) == _as_fields(envelope)
+    assert Envelope.decode(envelope.encode(), max_bytes=LIMIT) == envelope
+
+
+@given(st.binary(min_size=1, max_size=64).filter(lambda b: b[:1] not in (b"\x98", b"\xdc", b"\xdd")))
+def test_bytes_that_are_no_8_element_array_are_refused(data: bytes) -> None:
+    # An envelope starts with an 8-element array header (fixarray 0x98, or array16/32 holding 8).
+    with pytest.raises(EnvelopeError):
+        Envelope.decode(data, max_bytes=LIMIT)
+
+
+JSONISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.binary(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.sampled_from(["session", "user", "reply"]),
+    st.text(min_size=1, max_size=256),
+    st.text(min_size=1, max_size=256),
+    st.dictionaries(st.text(), JSONISH, max_size=5),
+    st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53),
+)
+def test_valid_envelopes_round_trip_exactly(
+    kind: str, target: str, event: str, payload: dict[str, object], created: float
+) -> None:
+    envelope = Envelope(Target(kind, target), event, payload, "origin-1", created_at=created)  # type: ignore[arg-type]
+    back = Envelope.decode(envelope.encode(), max_bytes=1 << 20)
+    assert back == envelope and type(back.created_at) is float
+
+
+def test_nesting_of_exactly_32_levels_is_accepted_and_33_refused() -> None:
+    # The payload map is level 0; {"d": [[...1...]]} with 31 lists puts the 1 at level 32.
+    assert Envelope.decode(fields(payload={"d": _deep(31)}), max_bytes=LIMIT).payload == {"d": _deep(31)}
+    deep_map: object = 1
+    for _ in range(31):
+        deep_map = {"k": deep_map}
+    assert Envelope.decode(fields(payload={"m": deep_map}), max_bytes=LIMIT).payload == {"m": deep_map}
+    for too_deep in ({"d": _deep(32)}, {"m": {"k": deep_map}}):
+        with pytest.raises(EnvelopeError, match="nested deeper than 32"):
+            Envelope.decode(fields(payload=too_deep), max_bytes=LIMIT)
+
+
+def test_names_of_exactly_256_characters_are_accepted() -> None:
+    envelope = Envelope.decode(fields(event="e" * 256, id="i" * 256, origin="o" * 256), max_bytes=LIMIT)
+    assert (envelope.event, envelope.id, envelope.origin) == ("e" * 256, "i" * 256, "o" * 256)
+    with pytest.raises(EnvelopeError, match="1 to 256"):
+        Envelope.decode(fields(origin="o" * 257), max_bytes=LIMIT)
+
+
+def test_only_a_broadcast_has_an_empty_target_id() -> None:
+    broadcast = Envelope(Target("broadcast"), "new_message", {}, "r1")
+    assert Envelope.decode(broadcast.encode(), max_bytes=LIMIT) == broadcast
+    for kind in ("session", "user", "reply"):
+        with pytest.raises(EnvelopeError, match="target id must be 1 to 256"):
+            Envelope.decode(fields(kind=kind, target=""), max_bytes=LIMIT)
+
+
+def test_limit_is_inclusive() -> None:
+    envelope = sample()
+    data = envelope.encode()
+    assert Envelope.decode(data, max_bytes=len(data)) == envelope
+    with pytest.raises(EnvelopeError, match="exceeds the limit"):
+        Envelope.decode(data, max_bytes=len(data) - 1)
+
+
+def test_ids_carry_the_creation_millisecond() -> None:
+    seen: set[int] = set()
+    while len(seen) < 5:  # a few different milliseconds, odd and even
+        before = time.time_ns() // 1_000_000
+        value = new_id()
+        after = time.time_ns() // 1_000_000
+        if before == after:
+            assert int(value[:12], 16) == before
+            seen.add(before)

@@ -185,7 +185,7 @@ def _header(token: object) -> tuple[str, dict[str, Any]]:
     """The token and its (unverified) header, if it has the shape of a JWT."""
     if not isinstance(token, str) or not token:
         raise AuthError("missing")
-    if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2:
+    if len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2 or not token.isascii():
         raise AuthError("malformed")
     try:
         return token, jwt.get_unverified_header(token)

@@ -19,6 +19,9 @@ async def echo(message: Message) -> None:
         await long_job.kiq(user_session.get("id"), message.content.removeprefix("/job "))
         await Message("Job queued").send()
         return
+    if message.content == "/boom":
+        await Message("about to fail").send()
+        raise RuntimeError("a bug in the chat module")
     count = user_session.get("count") + 1
     user_session.set("count", count)
     reply = Message()

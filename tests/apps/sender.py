@@ -2,7 +2,8 @@
 
 `python -m tests.apps.sender SESSION_ID COUNT [PAUSE_AT]`: sends `n=0` .. `n=COUNT-1`; after
 PAUSE_AT messages it prints "paused" and waits for a line on stdin. Prints one JSON line at the end:
-{"statuses": [...]}; `ask` mode: `python -m tests.apps.sender SESSION_ID ask TIMEOUT` prints the answer.
+{"statuses": [...]}; `ask` mode: `python -m tests.apps.sender SESSION_ID ask TIMEOUT` prints the answer;
+`ask2 FIRST SECOND` asks twice in a row and prints each answer.
 """
 
 import asyncio
@@ -45,10 +46,20 @@ async def ask(session_id: str, timeout: float) -> None:
     print(json.dumps({"answer": answer}), flush=True)
 
 
+async def ask_twice(session_id: str, first: float, second: float) -> None:
+    """Ask once (`first` s), print the result, then ask again (`second` s) and print that too."""
+    for timeout in (first, second):
+        async with session_context(session_id):
+            answer = await AskUserMessage(f"Question for {timeout} s?", timeout=timeout).send()
+        print(json.dumps({"answer": answer}), flush=True)
+
+
 if __name__ == "__main__":
     session, mode = sys.argv[1], sys.argv[2]
     if mode == "ask":
         asyncio.run(ask(session, float(sys.argv[3])))
+    elif mode == "ask2":
+        asyncio.run(ask_twice(session, float(sys.argv[3]), float(sys.argv[4])))
     elif mode == "oversized":
         asyncio.run(oversized(session))
     else:
