@@ -6,6 +6,8 @@ holding the socket would be) and times N sends after a warm-up, in two phases:
 
 - `below-cap`: N sends spread over `--sessions` fresh sessions, so no log reaches a retention limit
   (no trimming): a session's first messages, or a session with little traffic.
+- `token`: N unlogged sends (`stream_token`, as a streamed reply's tokens): the script only checks
+  the session and publishes.
 - `at-cap`: one session whose log already holds `--log-length` entries, then N sends: each one
   trims the oldest entry, as every send does once a log is at its count, bytes or age limit.
 
@@ -133,7 +135,7 @@ async def run(args: argparse.Namespace, port: int) -> dict[str, Any]:
     import redis.asyncio as redis
 
     import bus
-    from bus import Target
+    from bus import Envelope, Target
     from workers import Client
 
     async with Client() as client:
@@ -144,7 +146,7 @@ async def run(args: argparse.Namespace, port: int) -> dict[str, Any]:
         listener = redis.Redis(port=port)
         pubsub = listener.pubsub()
         received = 0
-        expected = 2 * args.warmup + args.log_length + 3 * args.n * args.repeat
+        expected = 2 * args.warmup + args.log_length + 4 * args.n * args.repeat
         all_received = asyncio.Event()
 
         async def drain() -> None:
@@ -183,7 +185,12 @@ async def run(args: argparse.Namespace, port: int) -> dict[str, Any]:
 
         await pubsub.subscribe("bench:redis_cost")  # get_message needs a subscription first
         drainer = asyncio.create_task(drain())
-        runs: dict[str, list[dict[str, Any]]] = {"below-cap": [], "at-cap": [], "bare-publish": []}
+        runs: dict[str, list[dict[str, Any]]] = {
+            "below-cap": [],
+            "at-cap": [],
+            "token": [],
+            "bare-publish": [],
+        }
         # at-cap: one session filled to its count limit, then every send trims one entry.
         full = [await new_session()]
         await sender(full, args.log_length + args.warmup)()
@@ -194,6 +201,13 @@ async def run(args: argparse.Namespace, port: int) -> dict[str, Any]:
             for _ in range(args.n):
                 await admin.publish(channel, payload)
 
+        async def tokens() -> None:
+            # stream_token: not logged (durable=False): the script's HMGET + PUBLISH only
+            for i in range(args.n):
+                payload = {"id": "m1", "token": f"{i} tok ", "isSequence": False}
+                envelope = Envelope(Target.session(full[0]), "stream_token", payload, "bench")
+                await client.bus.send(envelope, durable=False)
+
         warm = [await new_session() for _ in range(4)]
         await sender(warm, args.warmup)()
         for _ in range(args.repeat):
@@ -201,6 +215,7 @@ async def run(args: argparse.Namespace, port: int) -> dict[str, Any]:
             ids = [await new_session() for _ in range(args.sessions)]
             runs["below-cap"].append(await measure(admin, sender(ids, args.n), args.n, inner))
             runs["at-cap"].append(await measure(admin, sender(full, args.n), args.n, inner))
+            runs["token"].append(await measure(admin, tokens, args.n, inner))
             # a bare PUBLISH of about the same frame size, for reference (no script)
             runs["bare-publish"].append(await measure(admin, publishes, args.n, set()))
         if hasattr(client.bus, "keys"):
