@@ -33,6 +33,7 @@ import resource
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         cpu_r0, cpu_p0 = cpu_seconds(redis_pid), [cpu_seconds(p) for p in pids]
         latencies: list[float] = []
         errors = 0
+        statuses: Counter[str] = Counter()
         async with Client() as worker:
             gate = asyncio.Semaphore(args.concurrency)
 
@@ -185,28 +187,39 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                 async with gate:
                     t = now()
                     try:
-                        await worker.send_to_session(session_id, f"burst to {session_id}")
+                        receipt = await worker.send_to_session(session_id, f"burst to {session_id}")
+                        statuses[receipt.status] += 1
                     except Exception:
                         errors += 1
                     latencies.append(now() - t)
 
-            b0 = now()
+            b0, w0 = now(), time.monotonic()
             await asyncio.gather(*(send(s) for s in session_ids))
             sent_at = now()
-            deadline = time.monotonic() + args.burst_timeout
+            # until every message arrived, or nothing more arrived for 5 s
+            deadline, received, changed = time.monotonic() + args.burst_timeout, -1, time.monotonic()
             while True:
                 for proc, _ in clients:
                     proc.tell("report")
                 await asyncio.sleep(0.5)
                 reports = [ready_line(p, "REPORT ") for p, _ in clients]
-                received = sum(r["received"] for r in reports)
-                if received >= held or time.monotonic() > deadline:
+                total = sum(r["received"] for r in reports)
+                if total != received:
+                    received, changed = total, time.monotonic()
+                    cpu_r1, cpu_p1 = cpu_seconds(redis_pid), [cpu_seconds(p) for p in pids]
+                    window = time.monotonic() - w0
+                if received >= held or time.monotonic() > deadline or time.monotonic() - changed > 5:
                     break
-        cpu_r1, cpu_p1 = cpu_seconds(redis_pid), [cpu_seconds(p) for p in pids]
         last = max((r["last"] for r in reports if "last" in r), default=b0)
+        replica_cpu = sum(b - a for a, b in zip(cpu_p0, cpu_p1, strict=True))
+        idle_cpu = sum(rest["replica_cpu_percent"]) / 100 * window
+        disconnects: Counter[str] = Counter()
+        for r in reports:
+            disconnects.update(r.get("disconnects", {}))
         burst = {
             "sent": len(session_ids) - errors,
             "errors": errors,
+            "receipts": dict(statuses),
             "received": received,
             "lost": len(session_ids) - errors - received,
             "concurrency": args.concurrency,
@@ -214,11 +227,12 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
             "delivery_seconds": last - b0,
             "send_p50_ms": percentile(latencies, 50) * 1e3,
             "send_p99_ms": percentile(latencies, 99) * 1e3,
+            "cpu_window_seconds": window,
             "redis_cpu_us_per_message": 1e6 * (cpu_r1 - cpu_r0) / max(1, held),
-            "replica_cpu_us_per_message": 1e6
-            * sum(b - a for a, b in zip(cpu_p0, cpu_p1, strict=True))
-            / held,
+            "replica_cpu_us_per_message": 1e6 * replica_cpu / held,
+            "replica_cpu_us_per_message_less_idle": 1e6 * (replica_cpu - idle_cpu) / held,
             "still_connected": sum(r["connected"] for r in reports),
+            "client_disconnects": dict(disconnects),
         }
         print(f"burst: {burst}", flush=True)
         result.update(
@@ -240,6 +254,13 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
             at_rest=rest,
             burst=burst,
         )
+        result["replica_log"] = {
+            r.process.name: {
+                word: sum(word in line for line in r.process.lines)
+                for word in ("attached", "detached", "Traceback", "ERROR", "WARNING", "timeout")
+            }
+            for r in replicas
+        }
         for proc, _ in clients:
             proc.tell("quit")
         for proc, _ in clients:
@@ -254,7 +275,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=4, help="client processes (4)")
-    parser.add_argument("--connect-concurrency", type=int, default=40, help="connects in flight per process")
+    parser.add_argument(
+        "--connect-concurrency", type=int, default=10, help="connects in flight per process (10)"
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="burst sends in flight (64)")
     parser.add_argument("--rest", type=float, default=10.0, help="seconds measured at rest (10)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after setup before measuring")

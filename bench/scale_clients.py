@@ -15,6 +15,7 @@ import json
 import resource
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,7 @@ async def main(args: argparse.Namespace) -> None:
     sessions: list[str] = []
     arrivals: list[float] = []
     failed = 0
+    disconnects: Counter[str] = Counter()
     gate = asyncio.Semaphore(args.concurrency)
 
     async def open_one(i: int) -> None:
@@ -54,6 +56,10 @@ async def main(args: argparse.Namespace) -> None:
         async def on_message(data: Any) -> None:
             arrivals.append(now())
 
+        @sio.event
+        async def disconnect(reason: Any = None) -> None:
+            disconnects[str(reason)] += 1
+
         async with gate:
             for attempt in range(3):
                 try:
@@ -61,16 +67,19 @@ async def main(args: argparse.Namespace) -> None:
                         urls[i % len(urls)],
                         socketio_path=args.path,
                         transports=["websocket"],
-                        wait_timeout=30,
+                        wait_timeout=60,
                     )
-                    sessions.append(await asyncio.wait_for(got, 30))
+                    sessions.append(await asyncio.wait_for(got, 60))
                     clients.append(sio)
+                    if len(clients) % 500 == 0:
+                        print(f"connected {len(clients)}", flush=True)
                     return
                 except Exception as exc:
+                    await sio.disconnect()
                     if attempt == 2:
                         failed += 1
                         print(f"connect failed: {exc!r}", file=sys.stderr, flush=True)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(1 + attempt)
 
     started = now()
     await asyncio.gather(*(open_one(i) for i in range(args.count)))
@@ -86,7 +95,7 @@ async def main(args: argparse.Namespace) -> None:
     while line := (await reader.readline()).decode().strip():
         if line == "report":
             connected = sum(1 for c in clients if c.connected)
-            report = {"received": len(arrivals), "connected": connected}
+            report = {"received": len(arrivals), "connected": connected, "disconnects": disconnects}
             if arrivals:
                 report.update(first=min(arrivals), last=max(arrivals))
             print("REPORT " + json.dumps(report), flush=True)
@@ -105,7 +114,7 @@ if __name__ == "__main__":
     parser.add_argument("--urls", required=True)
     parser.add_argument("--path", default="/chat/ws/socket.io")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=10)
     parsed = parser.parse_args()
     parsed.nofile = raise_file_limit()
     asyncio.run(main(parsed))
