@@ -91,6 +91,10 @@ def plan(cal: dict[str, Any], sessions: float, rate: float, args: argparse.Names
     }
 
 
+def count(sessions: float) -> str:
+    return "unbounded" if sessions > 1e12 else f"{sessions:,.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--calibration", type=Path, default=DEFAULT, help="costs (bench/calibration.json)")
@@ -131,12 +135,12 @@ def main() -> None:
             f"== {p['sessions']:,.0f} sessions x {p['rate']:g} msg/s: "
             f"{p['durable_per_s']:,.0f} durable msg/s + {p['tokens_per_s']:,.0f} tokens/s"
         )
-        by = ", ".join(f"{k} {v:,.0f}" for k, v in p["sessions_per_replica"].items())
+        by = ", ".join(f"{k} {count(v)}" for k, v in p["sessions_per_replica"].items())
         print(
             f"  replicas:     {p['replicas']:>6}  (sessions per replica: {by}; binds: {p['replica_binding']})"
         )
         print(f"  sender cores:  {p['sender_cores']:>8.1f}  (workers/hooks calling send, CPU only)")
-        by = ", ".join(f"{k} {v:,.0f}" for k, v in p["sessions_per_shard"].items())
+        by = ", ".join(f"{k} {count(v)}" for k, v in p["sessions_per_shard"].items())
         print(
             f"  Redis shards: {p['redis_shards']:>6}  (sessions per shard: {by}; binds: {p['shard_binding']})"
         )
