@@ -136,10 +136,13 @@ class MemoryBackend:
                 _hub.keys[log_key] = _Key(log, _hub.keys[info_key].expires_at)
             log.entries.append((seq, data, wall))
             total = sum(len(e[1]) for e in log.entries)
-            while len(log.entries) > 1 and (
-                len(log.entries) > maxlen or total > max_bytes or wall - log.entries[0][2] > max_age
-            ):
-                total -= len(log.entries.popleft()[1])
+            if len(log.entries) > maxlen or total > max_bytes or wall - log.entries[0][2] > max_age:
+                # As the Redis script: down to 99% of the count and byte limits, all past the age.
+                keep_n, keep_b = maxlen - maxlen // 100, max_bytes - max_bytes // 100
+                while len(log.entries) > 1 and (
+                    len(log.entries) > keep_n or total > keep_b or wall - log.entries[0][2] > max_age
+                ):
+                    total -= len(log.entries.popleft()[1])
             info.update(
                 seq=str(seq).encode(), last_id=message_id.encode(), first=str(log.entries[0][0]).encode()
             )

@@ -38,17 +38,20 @@ PING_SECONDS = 1.0
 # The record holds the log's bookkeeping: `epoch` (the log's name; a record without one is gone),
 # `seq` (the last offset), `first` (the first offset kept), `log_bytes`, `first_ms` (when the first
 # kept entry was appended), `last_id` (a retried call with the same envelope id logs nothing twice).
-# Offsets are `<seq>-0`, contiguous, so a trimmed range is detectable. The oldest entries go while
-# the log is over its count, bytes or age (the newest always stays). A new log on a record that
+# Offsets are `<seq>-0`, contiguous, so a trimmed range is detectable. When the log is over its count,
+# bytes or age, the oldest entries go down to 99% of the count and byte limits (the newest always
+# stays): one trim every 1% of the limit instead of one per send. A new log on a record that
 # expires (a detached session) expires with it. The frame is `offset:epoch envelope` (logged) or
 # ` envelope`, as bus.envelope.frame builds it.
 _SEND = """
+if ARGV[3] ~= '1' then
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if not epoch then return false end
+  return {'', epoch, redis.call('PUBLISH', ARGV[1], ' ' .. ARGV[2])}
+end
 local f = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'last_id', 'log_bytes', 'first', 'first_ms')
 local epoch = f[1]
 if not epoch then return false end
-if ARGV[3] ~= '1' then
-  return {'', epoch, redis.call('PUBLISH', ARGV[1], ' ' .. ARGV[2])}
-end
 if f[3] == ARGV[7] then return {f[2] .. '-0', epoch, 0} end
 local now = tonumber(ARGV[8])
 local seq = (tonumber(f[2]) or 0) + 1
@@ -61,14 +64,31 @@ if first == seq then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
-while first < seq and (seq - first + 1 > tonumber(ARGV[4]) or bytes > tonumber(ARGV[5])
-                       or now - first_ms > tonumber(ARGV[6])) do
-  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 2)
-  if #oldest < 2 then break end
-  bytes = bytes - #oldest[1][2][2]
-  redis.call('XDEL', KEYS[2], oldest[1][1])
-  first = tonumber(string.match(oldest[2][1], '^(%d+)'))
-  first_ms = tonumber(oldest[2][2][4]) or now
+if first < seq and (seq - first + 1 > tonumber(ARGV[4]) or bytes > tonumber(ARGV[5])
+                   or now - first_ms > tonumber(ARGV[6])) then
+  -- Over a limit: drop the oldest entries down to 99% of the count and byte limits (and all those
+  -- past the age limit) in one trim, so that the next sends append without trimming.
+  local max_n, max_b = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local keep_n, keep_b = max_n - math.floor(max_n / 100), max_b - math.floor(max_b / 100)
+  local trimming = true
+  while trimming do
+    local batch = redis.call('XRANGE', KEYS[2], first .. '-0', '+', 'COUNT', 32)
+    if #batch < 2 then break end
+    for i = 1, #batch - 1 do
+      local entry, after = batch[i], batch[i + 1]
+      local age = now - (tonumber(entry[2][4]) or now)
+      if seq - first + 1 > keep_n or bytes > keep_b or age > tonumber(ARGV[6]) then
+        bytes = bytes - #entry[2][2]
+        first = tonumber(string.match(after[1], '^(%d+)'))
+        first_ms = tonumber(after[2][4]) or now
+      else
+        trimming = false
+        break
+      end
+    end
+    if #batch < 32 then trimming = false end
+  end
+  redis.call('XTRIM', KEYS[2], 'MINID', first .. '-0')
 end
 redis.call('HSET', KEYS[1], 'seq', seq, 'last_id', ARGV[7], 'log_bytes', bytes, 'first', first,
            'first_ms', first_ms)
