@@ -186,6 +186,12 @@ class RedisBackend:
         self.reconnects = 0
         self._state = asyncio.Condition()
 
+    @property
+    def client(self) -> Any:
+        """The redis-py client the commands go through (`Redis`, or `RedisCluster` on a cluster),
+        for tools that read Redis directly (`switchboard sessions`)."""
+        return self._commands
+
     @contextlib.asynccontextmanager
     async def _available(self) -> AsyncIterator[None]:
         """Bound a command by the timeout; any failure of Redis is BusUnavailable."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from bus import BusUnavailable, Keys, Receipt, Settings
-from tests import test_addressing, test_cross_process, test_mailbox, test_webhooks
+from bus import Bus, BusUnavailable, Envelope, Keys, Receipt, Settings, Target
+from tests import test_addressing, test_cross_process, test_mailbox, test_sessions_cli, test_webhooks
 from tests.harness import ChatClient, Replica, start_replica
 from tests.test_webhooks import hooks_replica, session  # noqa: F401  # fixtures of the webhook test
 from tests.topologies import (
@@ -67,6 +66,7 @@ test_webhook_send = across(test_webhooks.test_valid_signature_delivers_and_retur
 test_user_addressing = across(
     test_addressing.test_user_messages_reach_each_of_the_users_sessions_once_and_no_other_replica
 )
+test_sessions_cli_list_show_tail = across(test_sessions_cli.test_list_show_and_tail)
 test_broadcast = across(
     test_addressing.test_broadcast_reaches_every_live_session_on_every_replica_exactly_once
 )
@@ -195,8 +195,10 @@ async def test_sentinel_failover_during_500_sends_loses_nothing_receipted(
         assert new != old
         await settle(send, client)
     check(tally, client, f"sentinel ({'guarded' if own_sentinel.guarded else 'unguarded'})")
-    # The replica's subscription followed the primary: a send now is live on the new primary.
-    assert re.search(r"bus subscription lost", replica.process.output()), replica.process.output()
+    # The replica's subscription followed the primary (the last message reached it live from there).
+    assert "bus subscription lost" in replica.process.output(), replica.process.output()
+    channel = Keys(prefix).channel(Target.session(client.session_id))
+    assert _admin(new).pubsub_numsub(channel) == [(channel, 1)]
 
 
 @pytest.fixture
@@ -255,7 +257,8 @@ async def cluster_send_loop(
     started: list[Replica],
     fault: Callable[[int, int], Any],
     name: str,
-) -> dict[str, Any]:
+) -> str:
+    """The failover test on a cluster; returns the session's id."""
     from workers import Client
 
     replica = replica_on(topology.url, prefix, started)
@@ -268,10 +271,22 @@ async def cluster_send_loop(
             send, 500, fault_at=250, fault=lambda: asyncio.to_thread(fault, slot, primary), pace=0.02
         )
         await settle(send, client)
-    return check(tally, client, name)
+    check(tally, client, name)
+    return client.session_id
 
 
+def cluster_kill(topology: ClusterTopology, primary: int) -> int:
+    """Kill the primary (SIGKILL); returns its replica once the cluster promoted it and is ok."""
+    replica = topology.replica_of(primary)
+    topology.by_port[primary].kill()
+    _until("the replica's promotion", lambda: _admin(replica).info("replication")["role"] == "master")
+    topology.wait_ok()
+    return replica
+
+
+@pytest.mark.parametrize("how", ["CLUSTER FAILOVER", "primary killed"])
 async def test_cluster_failover_during_500_sends_loses_nothing_receipted(
+    how: str,
     own_cluster: ClusterTopology,
     prefix: str,
     clients: Callable[[], ChatClient],
@@ -280,10 +295,15 @@ async def test_cluster_failover_during_500_sends_loses_nothing_receipted(
     moved: list[int] = []
 
     def fail_over(slot: int, primary: int) -> None:
-        moved.append(cluster_failover(own_cluster, primary))
+        fault = cluster_failover if how == "CLUSTER FAILOVER" else cluster_kill
+        moved.append(fault(own_cluster, primary))
 
-    await cluster_send_loop(own_cluster, prefix, clients, started_replicas, fail_over, "cluster failover")
+    session_id = await cluster_send_loop(
+        own_cluster, prefix, clients, started_replicas, fail_over, f"cluster, {how}"
+    )
     assert moved and moved[0] in own_cluster.primaries()
+    channel = Keys(prefix).channel(Target.session(session_id))
+    assert channel in _admin(moved[0]).execute_command("PUBSUB", "SHARDCHANNELS")
 
 
 async def test_cluster_slot_migration_during_500_sends_loses_nothing_receipted(
@@ -292,10 +312,38 @@ async def test_cluster_slot_migration_during_500_sends_loses_nothing_receipted(
     clients: Callable[[], ChatClient],
     started_replicas: list[Replica],
 ) -> None:
-    def migrate(slot: int, primary: int) -> None:
-        target = next(p for p in own_cluster.primaries() if p != primary)
-        migrate_slot(own_cluster, slot, primary, target)
+    targets: list[int] = []
 
-    await cluster_send_loop(own_cluster, prefix, clients, started_replicas, migrate, "cluster slot migration")
-    # The session's keys moved with the slot and its channel is subscribed on the new owner.
-    assert "bus subscription lost" in started_replicas[0].process.output()
+    def migrate(slot: int, primary: int) -> None:
+        targets.append(next(p for p in own_cluster.primaries() if p != primary))
+        migrate_slot(own_cluster, slot, primary, targets[0])
+
+    session_id = await cluster_send_loop(
+        own_cluster, prefix, clients, started_replicas, migrate, "cluster, slot migration"
+    )
+    # The session's keys moved with the slot, and its channel is subscribed on the new owner.
+    assert holds_key(targets[0], Keys(prefix).session(session_id))
+    channel = Keys(prefix).channel(Target.session(session_id))
+    assert channel in _admin(targets[0]).execute_command("PUBSUB", "SHARDCHANNELS")
+
+
+def holds_key(port: int, key: str) -> bool:
+    return bool(_admin(port).exists(key))
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True)
+async def test_an_append_on_another_server_starts_a_new_log(bus: Bus) -> None:
+    """What a promoted replica does with a record another server appended to last: a new epoch from
+    offset 1, an empty log (its old entries may miss what the old primary appended)."""
+    session_id = "L" * 24
+    await bus.registry.create(session_id, user=None, thread_id=None, resume_token="t")
+    target = Target.session(session_id)
+    first = await bus.send(Envelope(target, "new_message", {"n": 1}, "t"))
+    second = await bus.send(Envelope(target, "new_message", {"n": 2}, "t"))
+    assert (first.offset, second.offset, second.epoch) == ("1-0", "2-0", first.epoch)
+    await bus.store.hash_set(bus.keys.session(session_id), {"lineage": b"0" * 40}, None)
+    after = await bus.send(Envelope(target, "new_message", {"n": 3}, "t"))
+    assert after.offset == "1-0" and after.epoch != first.epoch
+    assert [o for o, _ in (await bus.read_log(session_id, "0-0")).entries] == ["1-0"]
+    again = await bus.send(Envelope(target, "new_message", {"n": 4}, "t"))
+    assert (again.offset, again.epoch) == ("2-0", after.epoch)
