@@ -118,7 +118,8 @@ class ClusterBackend(RedisBackend):
         return client
 
     async def _sub_for(self, channel: str) -> PubSub:
-        """The connection `channel` is subscribed on (opened, with its reader, on first use)."""
+        """The connection for `channel`: on the primary owning its slot (created on first use; its
+        reader starts with its first subscription)."""
         node = self._commands.get_node_from_key(channel)
         pubsub = self._subs.get(node.name)
         if pubsub is None:
@@ -164,7 +165,9 @@ class ClusterBackend(RedisBackend):
             return
         with contextlib.suppress(*_LOST):
             async with asyncio.timeout(self._timeout), self._subs_lock:
-                pubsub = await self._sub_for(channel)
+                pubsub = self._subs.get(self._commands.get_node_from_key(channel).name)
+                if pubsub is None:
+                    return  # nothing subscribed there: the slot moved, and the listener reconnects
                 if sharded(channel):
                     await pubsub.sunsubscribe(channel)
                 else:
@@ -195,6 +198,8 @@ class ClusterBackend(RedisBackend):
                 backoff = 0.05
                 await self._lost
             except (*_LOST, BusUnavailable) as exc:
+                if self._lost.done() and not self._lost.cancelled():
+                    self._lost.exception()  # retrieved: the reason is `exc` or came with it
                 self.reconnects += 1
                 await self._set_pubsub(None)
                 log.warning("bus subscription lost (%s); reconnecting in %.2fs", exc, backoff)

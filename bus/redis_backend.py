@@ -19,7 +19,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from bus.backend import Receiver, Restored
 from bus.envelope import frame
@@ -27,7 +27,9 @@ from bus.errors import BusUnavailable
 
 log = logging.getLogger("switchboard.bus")
 
-_LOST = (RedisError, OSError, TimeoutError)
+#: Every failure of Redis (RedisClusterException, e.g. a slot not covered during a cluster failover,
+#: is not a RedisError).
+_LOST = (RedisError, RedisClusterException, OSError, TimeoutError)
 #: Commands are retried this many times (exponential backoff capped at 1 s), within the timeout.
 COMMAND_RETRIES = 3
 #: Errors of a server that is no primary (any more): the next connections look for the primary.
