@@ -20,7 +20,15 @@ import pytest
 import redis as sync_redis
 
 from bus import Bus, BusUnavailable, Envelope, Keys, Receipt, Settings, Target
-from tests import test_addressing, test_cross_process, test_mailbox, test_sessions_cli, test_webhooks
+from tests import (
+    test_addressing,
+    test_cross_process,
+    test_job_queue,
+    test_mailbox,
+    test_redis_faults,
+    test_sessions_cli,
+    test_webhooks,
+)
 from tests.harness import ChatClient, Replica, start_replica
 from tests.test_webhooks import hooks_replica, session  # noqa: F401  # fixtures of the webhook test
 from tests.topologies import (
@@ -66,6 +74,9 @@ test_webhook_send = across(test_webhooks.test_valid_signature_delivers_and_retur
 test_user_addressing = across(
     test_addressing.test_user_messages_reach_each_of_the_users_sessions_once_and_no_other_replica
 )
+test_queued_job = across(test_job_queue.test_a_queued_job_streams_progress_to_a_socket_on_another_replica)
+test_stale_detach = across(test_redis_faults.test_a_stale_detach_cannot_overwrite_the_new_holder)
+test_dead_replica_swept = across(test_redis_faults.test_sends_to_a_dead_replicas_session_queue_then_expire)
 test_sessions_cli_list_show_tail = across(test_sessions_cli.test_list_show_and_tail)
 test_broadcast = across(
     test_addressing.test_broadcast_reaches_every_live_session_on_every_replica_exactly_once
@@ -159,6 +170,7 @@ def replica_on(url: str, prefix: str, started: list[Replica]) -> Replica:
             "SWITCHBOARD_REDIS_URL": url,
             "SWITCHBOARD_KEY_PREFIX": prefix,
             "SWITCHBOARD_REDIS_TIMEOUT_SECONDS": "1",
+            "SWITCHBOARD_DRAIN_SECONDS": "1",  # stopped with its client connected: no long drain
         },
         name=f"replica-{len(started)}",
     )
