@@ -133,6 +133,7 @@ _SCHEMES = {
     "rediss": "bus.redis_backend:RedisBackend",
     "unix": "bus.redis_backend:RedisBackend",
     "redis+sentinel": "bus.redis_backend:RedisBackend",
+    "redis+cluster": "bus.cluster_backend:ClusterBackend",
 }
 
 

@@ -11,6 +11,13 @@ from dataclasses import dataclass
 from bus.envelope import Target
 
 
+def sharded(channel: str) -> bool:
+    """Whether `channel` is a shard channel on Redis Cluster (`SPUBLISH`/`SSUBSCRIBE`): those of a
+    session, a user or a reply, which carry a hash tag. The broadcast and replica channels are classic
+    (`PUBLISH` reaches every node)."""
+    return "{" in channel and ":replica:{" not in channel
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Names under one prefix (`SWITCHBOARD_KEY_PREFIX`); see docs/configuration.md for the list."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -18,7 +19,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from bus.backend import Receiver, Restored
 from bus.envelope import frame
@@ -26,32 +27,55 @@ from bus.errors import BusUnavailable
 
 log = logging.getLogger("switchboard.bus")
 
-_LOST = (RedisError, OSError, TimeoutError)
+#: Every failure of Redis (RedisClusterException, e.g. a slot not covered during a cluster failover,
+#: is not a RedisError).
+_LOST = (RedisError, RedisClusterException, OSError, TimeoutError)
 #: Commands are retried this many times (exponential backoff capped at 1 s), within the timeout.
 COMMAND_RETRIES = 3
+#: Errors of a server that is no primary (any more): the next connections look for the primary.
+_NOT_PRIMARY = re.compile(r"\b(READONLY|NOREPLICAS|MASTERDOWN)\b")
 #: The subscription pings Redis when it has been quiet this long, and counts as lost after 3x.
 PING_SECONDS = 1.0
 
 # Append to the session's log and publish in one atomic step; refuse (nil) if the session is gone.
 # KEYS: registry hash, log stream (one {session_id} hash tag, so valid on Redis Cluster).
-# ARGV: channel, envelope, durable ("1"/"0"), max entries, max bytes, max age ms, envelope id, now ms.
+# ARGV: channel, envelope, durable ("1"/"0"), max entries, max bytes, max age ms, envelope id, now ms,
+# lineage check ("1"/"0"), the publish command (PUBLISH, or SPUBLISH for a cluster's sharded channels).
 # The record holds the log's bookkeeping: `epoch` (the log's name; a record without one is gone),
 # `seq` (the last offset), `first` (the first offset kept), `log_bytes`, `first_ms` (when the first
-# kept entry was appended), `last_id` (a retried call with the same envelope id logs nothing twice).
+# kept entry was appended), `last_id` (a retried call with the same envelope id logs nothing twice),
+# `lineage` (with the lineage check: the replication id of the server that appended last).
 # Offsets are `<seq>-0`, contiguous, so a trimmed range is detectable. When the log is over its count,
 # bytes or age, the oldest entries go down to 99% of the count and byte limits (the newest always
 # stays): one trim every 1% of the limit instead of one per send. A new log on a record that
 # expires (a detached session) expires with it. The frame is `offset:epoch envelope` (logged) or
 # ` envelope`, as bus.envelope.frame builds it.
+# The lineage check (Sentinel, Cluster): a replica promoted after a failover has a new replication id
+# and may lack the last entries its old primary appended and published (replication is asynchronous;
+# a forced failover leaves the old primary writing for a while). Its next offsets would repeat offsets
+# a client already has, so its first append starts a new log: a new epoch (the client is told
+# `log_reset`), from offset 1.
 _SEND = """
 if ARGV[3] ~= '1' then
   local epoch = redis.call('HGET', KEYS[1], 'epoch')
   if not epoch then return false end
-  return {'', epoch, redis.call('PUBLISH', ARGV[1], ' ' .. ARGV[2])}
+  return {'', epoch, redis.call(ARGV[10], ARGV[1], ' ' .. ARGV[2])}
 end
-local f = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'last_id', 'log_bytes', 'first', 'first_ms')
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'last_id', 'log_bytes', 'first', 'first_ms', 'lineage')
 local epoch = f[1]
 if not epoch then return false end
+if ARGV[9] == '1' then
+  local here = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  if f[7] and f[7] ~= here then
+    epoch = string.sub(redis.sha1hex(epoch .. here), 1, 8)
+    redis.call('DEL', KEYS[2])
+    redis.call('HDEL', KEYS[1], 'last_id', 'log_bytes', 'first', 'first_ms')
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0, 'lineage', here)
+    f = {epoch, '0', false, false, false, false, here}
+  elseif not f[7] then
+    redis.call('HSET', KEYS[1], 'lineage', here)
+  end
+end
 if f[3] == ARGV[7] then return {f[2] .. '-0', epoch, 0} end
 local now = tonumber(ARGV[8])
 local seq = (tonumber(f[2]) or 0) + 1
@@ -93,7 +117,7 @@ end
 redis.call('HSET', KEYS[1], 'seq', seq, 'last_id', ARGV[7], 'log_bytes', bytes, 'first', first,
            'first_ms', first_ms)
 local offset = seq .. '-0'
-return {offset, epoch, redis.call('PUBLISH', ARGV[1], offset .. ':' .. epoch .. ' ' .. ARGV[2])}
+return {offset, epoch, redis.call(ARGV[10], ARGV[1], offset .. ':' .. epoch .. ' ' .. ARGV[2])}
 """
 
 # Append to a bounded list; KEYS: the list, its byte counter. ARGV: value, length, bytes, TTL in ms.
@@ -119,6 +143,31 @@ return 1
 """
 
 
+def parse_hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """`host:port[,host:port]` (after any `user:password@`) as (host, port) pairs."""
+    hosts = []
+    for item in netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host.strip("[]") or "127.0.0.1", int(port or default_port)))
+    return hosts
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], int, str, dict[str, Any]]:
+    """`redis+sentinel://[user:password@]host:port[,host:port]/db/service_name` as (the Sentinels,
+    the database, the service name, the primary's username and password)."""
+    parts = urlsplit(url)
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if len(path) != 2 or not path[0].isdigit():
+        raise ValueError(
+            "redis+sentinel:// URLs are redis+sentinel://[user:password@]host:port[,host:port]/db/service"
+        )
+    auth: dict[str, Any] = {
+        "username": unquote(parts.username or "") or None,
+        "password": unquote(parts.password or "") or None,
+    }
+    return parse_hosts(parts.netloc, 26379), int(path[0]), path[1], auth
+
+
 def _clients(url: str, timeout: float, max_connections: int) -> tuple[redis.Redis, redis.Redis]:
     """(commands, subscriber) for a URL; `redis+sentinel://` follows the primary Sentinel names."""
     common: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_keepalive": True}
@@ -132,20 +181,7 @@ def _clients(url: str, timeout: float, max_connections: int) -> tuple[redis.Redi
             url, max_connections=max_connections, timeout=timeout, retry=retry, **common
         )
         return redis.Redis(connection_pool=pool), redis.Redis.from_url(url, retry=once, **common)
-    path = [unquote(p) for p in parts.path.split("/") if p]
-    if len(path) != 2 or not path[0].isdigit():
-        raise ValueError(
-            "redis+sentinel:// URLs are redis+sentinel://[user:password@]host:port[,host:port]/db/service"
-        )
-    db, service = int(path[0]), path[1]
-    hosts = []
-    for item in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = item.rpartition(":")
-        hosts.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
-    auth: dict[str, Any] = {
-        "username": unquote(parts.username or "") or None,
-        "password": unquote(parts.password or "") or None,
-    }
+    hosts, db, service, auth = parse_sentinel_url(url)
     sentinel = Sentinel(hosts, sentinel_kwargs={**common, **auth}, **common)  # type: ignore[no-untyped-call]
     commands = sentinel.master_for(service, db=db, retry=retry, max_connections=max_connections, **auth)
     return commands, sentinel.master_for(service, db=db, retry=once, **auth)
@@ -154,7 +190,9 @@ def _clients(url: str, timeout: float, max_connections: int) -> tuple[redis.Redi
 class RedisBackend:
     def __init__(self, url: str, home_channel: str, *, timeout: float, max_connections: int) -> None:
         self._timeout = timeout
-        self._commands, self._subscriber = _clients(url, timeout, max_connections)
+        self._commands, self._subscriber = self._clients(url, timeout, max_connections)
+        #: Whether failovers can promote a replica that missed writes (see _SEND): Sentinel, Cluster.
+        self._lineage = urlsplit(url).scheme == "redis+sentinel"
         self._home = home_channel
         self._channels: set[str] = {home_channel}
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
@@ -170,6 +208,12 @@ class RedisBackend:
         self.reconnects = 0
         self._state = asyncio.Condition()
 
+    @property
+    def client(self) -> Any:
+        """The redis-py client the commands go through (`Redis`, or `RedisCluster` on a cluster),
+        for tools that read Redis directly (`switchboard sessions`)."""
+        return self._commands
+
     @contextlib.asynccontextmanager
     async def _available(self) -> AsyncIterator[None]:
         """Bound a command by the timeout; any failure of Redis is BusUnavailable."""
@@ -179,7 +223,22 @@ class RedisBackend:
         except TimeoutError:
             raise BusUnavailable(f"Redis did not answer within {self._timeout:g}s") from None
         except _LOST as exc:
+            if isinstance(exc, ResponseError) and _NOT_PRIMARY.search(str(exc)):
+                await self._primary_moved()
             raise BusUnavailable(f"Redis is unavailable: {exc.__class__.__name__}: {exc}") from exc
+
+    def _clients(self, url: str, timeout: float, max_connections: int) -> tuple[Any, Any]:
+        """(commands, subscriber) clients for `url`."""
+        return _clients(url, timeout, max_connections)
+
+    async def _primary_moved(self) -> None:
+        """The server refused a write as a replica (or a primary cut off from its replicas, after a
+        failover): drop the pooled connections, so the next ones ask the Sentinels for the primary."""
+        with contextlib.suppress(Exception):
+            await self._commands.connection_pool.disconnect()
+
+    def _publish_command(self, channel: str) -> str:
+        return "PUBLISH"
 
     async def connect(self, receiver: Receiver, restored: Restored) -> None:
         self._receiver, self._restored = receiver, restored
@@ -234,6 +293,8 @@ class RedisBackend:
             int(max_age * 1000),
             message_id,
             now_ms,
+            "1" if self._lineage else "0",
+            self._publish_command(channel),
         ]
         async with self._available():
             result = await self._send(keys=[info_key, log_key], args=args)
@@ -246,7 +307,7 @@ class RedisBackend:
         async with self._available():
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._commands.xrange(
                 key, f"({after}", "+", count=count
-            )  # type: ignore[assignment]
+            )
         return [(offset.decode(), fields[b"e"]) for offset, fields in entries if b"e" in fields]
 
     async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str, str]:
@@ -308,7 +369,7 @@ class RedisBackend:
                 await self._set_pubsub(None)
                 log.warning("bus subscription lost (%s); reconnecting in %.2fs", exc, backoff)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
@@ -354,7 +415,7 @@ class RedisBackend:
 
     async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float | None) -> None:
         async with self._available(), self._commands.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]  # Mapping is invariant in its key
+            pipe.hset(key, mapping=dict(fields))
             if ttl is None:
                 pipe.persist(key)
             else:

@@ -6,19 +6,51 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from bus import Bus, Settings
-from tests.harness import ChatClient, Replica, start_redis, start_replica
+from tests.harness import ChatClient, Replica, start_replica
+from tests.topologies import STARTERS, Topology
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-topology",
+        choices=sorted(STARTERS),
+        default="single",
+        help="the Redis every test uses unless it names one (single node, Sentinel, Cluster)",
+    )
 
 
 @pytest.fixture(scope="session")
-def redis_port() -> Iterator[int]:
-    proc, port = start_redis()
-    yield port
-    proc.stop()
+def redis_topologies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Topology]]:
+    """Each topology is started on first use and kept until the session ends."""
+    started: dict[str, Topology] = {}
+
+    def get(name: str) -> Topology:
+        if name not in started:
+            started[name] = STARTERS[name](tmp_path_factory.mktemp(f"redis-{name}"))
+        return started[name]
+
+    yield get
+    for topology in started.values():
+        topology.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_port: int) -> str:
-    return f"redis://127.0.0.1:{redis_port}/0"
+def topology(request: pytest.FixtureRequest, redis_topologies: Callable[[str], Topology]) -> Topology:
+    """The Redis topology of a test: `--redis-topology` (single by default), or the one a test
+    names with `@pytest.mark.parametrize("topology", [...], indirect=True)`."""
+    name = getattr(request, "param", None) or request.config.getoption("--redis-topology")
+    return redis_topologies(name)
+
+
+@pytest.fixture(scope="session")
+def redis_url(topology: Topology) -> str:
+    return topology.url
+
+
+@pytest.fixture(scope="session")
+def redis_port(redis_topologies: Callable[[str], Topology]) -> int:
+    """The port of the single-node Redis (for tests that put a proxy in front of it)."""
+    return int(redis_topologies("single").url.rsplit(":", 1)[1].split("/")[0])
 
 
 @pytest.fixture

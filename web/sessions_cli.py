@@ -22,10 +22,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
-import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 
 from bus import Envelope, EnvelopeError, Keys, SessionRecord, Settings, Target, get_settings
+from bus.backend import open_backend
 from bus.envelope import unframe
+from bus.keys import sharded
 from bus.redis_backend import RedisBackend
 from bus.registry import SessionRegistry, valid_session_id
 
@@ -87,17 +89,20 @@ class Inspector:
         assert settings.redis_url is not None
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.redis = redis.Redis.from_url(settings.redis_url)
-        self._backend = RedisBackend(
+        backend = open_backend(
             settings.redis_url,
             self.keys.replica("inspect"),
             timeout=settings.redis_timeout_seconds,
             max_connections=settings.redis_max_connections,
         )
+        if not isinstance(backend, RedisBackend):  # Sentinel and Cluster backends are RedisBackends
+            raise ValueError(f"switchboard sessions needs Redis, not {settings.redis_url}")
+        self._backend = backend
+        #: The same client the bus uses: a single node, the primary Sentinel names, or the cluster.
+        self.redis: Any = backend.client
         self.registry = SessionRegistry(self._backend, self.keys, settings)
 
     async def close(self) -> None:
-        await self.redis.aclose()
         await self._backend.disconnect()
 
     async def record(self, session_id: str) -> SessionRecord | None:
@@ -148,12 +153,18 @@ class Inspector:
                     yield _event(fields.get(b"e", b""), last, self.settings)
 
     async def tail_channel(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
+        channel = self.keys.channel(Target.session(session_id))
         pubsub = self.redis.pubsub()
-        await pubsub.subscribe(self.keys.channel(Target.session(session_id)))
+        # On a cluster, session channels are shard channels (docs/deploy-redis.md).
+        shard = isinstance(self.redis, RedisCluster) and sharded(channel)
+        await (pubsub.ssubscribe(channel) if shard else pubsub.subscribe(channel))
         try:
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None or message["type"] != "message":
+                if shard:
+                    message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                else:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None or message["type"] not in ("message", "smessage"):
                     continue
                 try:
                     offset, _, data = unframe(message["data"])
@@ -161,7 +172,7 @@ class Inspector:
                     continue
                 yield _event(data, offset, self.settings)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
 
 def _summary(record: SessionRecord) -> dict[str, Any]:

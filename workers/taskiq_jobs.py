@@ -8,18 +8,32 @@ taskiq rather than arq: arq 0.28 pins redis-py below 6, taskiq-redis works with 
 
 from __future__ import annotations
 
-from taskiq import TaskiqEvents, TaskiqState
-from taskiq_redis import ListQueueBroker
+from urllib.parse import urlsplit
+
+from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
+from taskiq_redis import ListQueueBroker, ListQueueClusterBroker, ListQueueSentinelBroker
 
 from bus import get_settings
 from web import Message
 from workers.client import Client
 
+
+def _broker(url: str, queue: str) -> AsyncBroker:
+    """The job queue on the bus's Redis, whichever topology `SWITCHBOARD_REDIS_URL` names."""
+    scheme = urlsplit(url).scheme
+    if scheme == "redis+sentinel":
+        from bus.redis_backend import parse_sentinel_url
+
+        sentinels, db, service, auth = parse_sentinel_url(url)
+        return ListQueueSentinelBroker(sentinels, service, queue_name=queue, db=db, **auth)
+    if scheme == "redis+cluster":
+        host, port = urlsplit(url).netloc.rpartition("@")[2].split(",")[0].rsplit(":", 1)
+        return ListQueueClusterBroker(f"redis://{host}:{port}", queue_name=queue)
+    return ListQueueBroker(url, queue_name=queue)
+
+
 _settings = get_settings()
-broker = ListQueueBroker(
-    _settings.redis_url or "redis://127.0.0.1:6379/0",
-    queue_name=f"{_settings.key_prefix}:jobs",
-)
+broker = _broker(_settings.redis_url or "redis://127.0.0.1:6379/0", f"{_settings.key_prefix}:jobs")
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
