@@ -61,3 +61,32 @@ async def run_senders(n: int, k: int, send: Callable[[int], Awaitable[Any]]) -> 
         "lat_p50_us": percentile(latencies, 50) * 1e6,
         "lat_p99_us": percentile(latencies, 99) * 1e6,
     }
+
+
+async def paced(
+    rate: float,
+    seconds: float,
+    send: Callable[[int], Awaitable[Any]],
+) -> dict[str, Any]:
+    """Call `send(0)`, `send(1)`, ... at `rate` per second for `seconds`, in ticks of 10 ms (never
+    a sub-millisecond sleep): each tick starts the calls due by then, concurrently. Returns the
+    calls made, the seconds taken and the errors."""
+    start = now()
+    sent = errors = 0
+    running: set[asyncio.Task[Any]] = set()
+
+    def finished(task: asyncio.Task[Any]) -> None:
+        nonlocal errors
+        running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            errors += 1
+
+    while (elapsed := now() - start) < seconds:
+        while sent < int(rate * elapsed):
+            task = asyncio.create_task(send(sent))
+            running.add(task)
+            task.add_done_callback(finished)
+            sent += 1
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*running, return_exceptions=True)
+    return {"sent": sent, "seconds": now() - start, "errors": errors}

@@ -1,18 +1,28 @@
-"""A sending process, driven line by line on stdin; prints one JSON line per batch.
+"""A sending process, driven line by line on stdin; prints one JSON line per command.
 
 `python -m bench.publisher switchboard SESSION_ID`: `workers.Client().send_to_session(...)`, with the
 SWITCHBOARD_ environment of the replicas.
 `python -m bench.publisher socketio SID`: a write-only `socketio.AsyncRedisManager` emitter
 (BENCH_SIO_REDIS_URL, BENCH_SIO_CHANNEL), python-socketio's documented way to emit from outside a server.
+(`-` as the session id when every command names its targets.)
 
-Commands: `send N K TAG` sends N messages with contents TAG0 .. TAG{N-1} from K concurrent tasks;
-`quit` exits. It prints `ready` once connected.
+Commands:
+- `send N K TAG` (bench/delivery.py): N messages with contents TAG0 .. TAG{N-1} to the session id of
+  the command line, from K concurrent tasks;
+- `rate R SECONDS FILE` (bench/peers.py): R messages/s for SECONDS, round robin over the sessions in
+  FILE ("URL SESSION_ID" lines), each stamped with its send time (metadata.t), paced in 10 ms ticks;
+- `blast N K FILE`: N such messages as fast as K concurrent tasks can;
+- `tokens R SECONDS FILE`: R tokens/s to every session in FILE for SECONDS (one streamed message per
+  session: `stream_token` "t<send time>;" each, then the final message); switchboard streams with
+  `Message.stream_token` in the session's context, socketio emits `stream_token` events;
+- `quit`. It prints `ready` once connected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import os
 import sys
@@ -21,55 +31,140 @@ from typing import Any
 
 import socketio
 
-from bench.common import run, run_senders
-from web.message import client_event
+from bench.common import now, paced, run, run_senders
+from web.message import Message, client_event
 from workers import Client
 
-Sender = Callable[[str], Awaitable[Any]]
+#: send(session id, content, metadata) -> anything
+Sender = Callable[[str, str, dict[str, Any] | None], Awaitable[Any]]
+#: stream(session ids, tokens per second, seconds) -> tokens sent
+Streamer = Callable[[list[str], float, float], Awaitable[int]]
+
+
+async def stream_paced(
+    targets: list[str], rate: float, seconds: float, token: Callable[[int, str], Awaitable[Any]]
+) -> int:
+    """`rate` tokens/s to each target for `seconds`, their schedules spread over 1/rate, in 10 ms
+    ticks; one target's tokens go one after the other (awaited), the targets' concurrently. A
+    target whose previous tokens are still being sent gets the ones due meanwhile in one go."""
+    schedule = [(i / len(targets) / rate, i) for i in range(len(targets))]
+    heapq.heapify(schedule)
+    due = [0] * len(targets)
+    busy: set[int] = set()
+    running: set[asyncio.Task[None]] = set()
+    sent = 0
+
+    async def drain(i: int) -> None:
+        nonlocal sent
+        try:
+            while due[i]:
+                due[i] -= 1
+                await token(i, f"t{now()!r};")
+                sent += 1
+        finally:
+            busy.discard(i)
+
+    start = now()
+    while (elapsed := now() - start) < seconds:
+        while schedule and schedule[0][0] <= elapsed:
+            at, i = heapq.heappop(schedule)
+            heapq.heappush(schedule, (at + 1 / rate, i))
+            due[i] += 1
+            if i not in busy:
+                busy.add(i)
+                task = asyncio.create_task(drain(i))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*running, return_exceptions=True)
+    return sent
 
 
 @contextlib.asynccontextmanager
-async def switchboard_sender(session_id: str) -> AsyncIterator[Sender]:
+async def switchboard_sender() -> AsyncIterator[tuple[Sender, Streamer]]:
     async with Client() as client:
 
-        async def send(content: str) -> Any:
-            return await client.send_to_session(session_id, content)
+        async def send(session_id: str, content: str, metadata: dict[str, Any] | None) -> Any:
+            return await client.send_to_session(session_id, content, metadata=metadata)
 
-        yield send
+        async def stream(targets: list[str], rate: float, seconds: float) -> int:
+            messages: dict[int, Message] = {}
+
+            async def token(i: int, text: str) -> None:
+                async with client.session(targets[i]):
+                    await messages.setdefault(i, Message()).stream_token(text)
+
+            sent = await stream_paced(targets, rate, seconds, token)
+            for i, message in messages.items():
+                async with client.session(targets[i]):
+                    await message.send()
+            return sent
+
+        yield send, stream
 
 
 @contextlib.asynccontextmanager
-async def socketio_sender(sid: str) -> AsyncIterator[Sender]:
+async def socketio_sender() -> AsyncIterator[tuple[Sender, Streamer]]:
     emitter = socketio.AsyncRedisManager(
         os.environ["BENCH_SIO_REDIS_URL"],
         channel=os.environ.get("BENCH_SIO_CHANNEL", "socketio"),
         write_only=True,
     )
 
-    async def send(content: str) -> Any:
-        return await emitter.emit("new_message", client_event(content)[1], to=sid)
+    async def send(sid: str, content: str, metadata: dict[str, Any] | None) -> Any:
+        return await emitter.emit("new_message", client_event(content, metadata=metadata)[1], to=sid)
+
+    async def stream(targets: list[str], rate: float, seconds: float) -> int:
+        async def token(i: int, text: str) -> None:
+            payload = {"id": f"s{i}", "token": text, "isSequence": False, "isInput": False}
+            await emitter.emit("stream_token", payload, to=targets[i])
+
+        return await stream_paced(targets, rate, seconds, token)
 
     try:
-        yield send
+        yield send, stream
     finally:
         if emitter.redis is not None:
             await emitter.redis.aclose()
 
 
+def read_targets(path: str) -> list[str]:
+    with open(path) as lines:
+        return [line.split()[-1] for line in lines if line.strip()]
+
+
 async def main(mode: str, target: str) -> None:
-    opened = switchboard_sender(target) if mode == "switchboard" else socketio_sender(target)
-    async with opened as send:
+    opened = switchboard_sender() if mode == "switchboard" else socketio_sender()
+    async with opened as (send, stream):
         print("ready", flush=True)
         while line := await asyncio.to_thread(sys.stdin.readline):
             command = line.split()
             if not command or command[0] == "quit":
                 break
-            n, k, tag = int(command[1]), int(command[2]), command[3]
+            result: dict[str, Any]
+            if command[0] == "send":
+                n, k, tag = int(command[1]), int(command[2]), command[3]
 
-            async def one(i: int, tag: str = tag) -> Any:
-                return await send(f"{tag}{i}")
+                async def one(i: int, tag: str = tag) -> Any:
+                    return await send(target, f"{tag}{i}", None)
 
-            result = await run_senders(n, k, one)
+                result = await run_senders(n, k, one)
+            elif command[0] in ("rate", "blast"):
+                targets = read_targets(command[3])
+
+                async def stamped(i: int, targets: list[str] = targets) -> Any:
+                    return await send(targets[i % len(targets)], f"m{i}", {"t": now()})
+
+                if command[0] == "rate":
+                    result = await paced(float(command[1]), float(command[2]), stamped)
+                else:
+                    result = await run_senders(int(command[1]), int(command[2]), stamped)
+            elif command[0] == "tokens":
+                started = now()
+                sent = await stream(read_targets(command[3]), float(command[1]), float(command[2]))
+                result = {"sent": sent, "seconds": now() - started}
+            else:
+                result = {"error": f"unknown command {command[0]!r}"}
             print(json.dumps(result), flush=True)
 
 

@@ -5,6 +5,8 @@ Served like a Switchboard replica (FastAPI, Socket.IO at /chat/ws/socket.io, web
 - on connect it emits `session` {"sessionId": sid}, as Switchboard does, so one client serves both;
 - `GET /emit/{sid}?n=N&k=K` emits N `new_message` events to `sid` in-process from K concurrent tasks
   (`await sio.emit(event, payload, to=sid)`) and returns the server-side times;
+- `POST /send/{sid}` emits the JSON payload it is given as `new_message` to `sid` (through the manager,
+  so the socket may be on another replica): the HTTP workload of bench/peers.py;
 - `GET /stats` reports how many emits this process took off the Redis channel (d's fan-out cost).
 
 Environment: BENCH_SIO_REDIS_URL (unset: the in-memory manager) and BENCH_SIO_CHANNEL.
@@ -66,6 +68,12 @@ async def emit(sid: str, n: int, k: int = 1, tag: str = "n=") -> dict[str, float
         await sio.emit("new_message", client_event(f"{tag}{i}")[1], to=sid)
 
     return await run_senders(n, k, send)
+
+
+@app.post("/send/{sid}")
+async def send(sid: str, payload: dict[str, Any]) -> dict[str, bool]:
+    await sio.emit("new_message", payload, to=sid)
+    return {"sent": True}
 
 
 @app.get("/stats")

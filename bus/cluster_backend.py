@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,7 +32,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 
 from bus.errors import BusUnavailable
 from bus.keys import sharded
-from bus.redis_backend import _LOST, COMMAND_RETRIES, RedisBackend, parse_hosts
+from bus.redis_backend import _LOST, COMMAND_RETRIES, RedisBackend, _ms, _text, bounds, parse_hosts
 
 log = logging.getLogger("switchboard.bus")
 
@@ -68,6 +69,114 @@ class ClusterBackend(RedisBackend):
         self._subs_lock = asyncio.Lock()
         super().__init__(url, home_channel, timeout=timeout, max_connections=max_connections)
         self._lineage = True
+
+    def _multiplexed(self) -> None:
+        """The cluster client routes each command to its slot's primary itself."""
+
+    async def _run_send(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._send(keys=keys, args=args)
+
+    async def _xrange(self, key: str, start: str, count: int) -> list[Any]:
+        entries = await self._commands.xrange(key, start, "+", count=count)
+        return [[offset, [item for pair in fields.items() for item in pair]] for offset, fields in entries]
+
+    async def _ping(self) -> None:
+        await self._commands.ping()
+
+    async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str, str]:
+        async with self._available():
+            found: list[Any] = await self._commands.hmget(info_key, ["epoch", "seq", "first"])
+        return bounds(*found)
+
+    # -- the store, through redis-py's cluster client (each command to its key's slot) -------------
+
+    async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float | None) -> None:
+        async with self._available(), self._commands.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=dict(fields))
+            if ttl is None:
+                pipe.persist(key)
+            else:
+                pipe.pexpire(key, _ms(ttl))
+            await pipe.execute()
+
+    async def hash_set_if(
+        self, key: str, field: str, expected: bytes, fields: Mapping[str, bytes], ttl: float | None
+    ) -> bool:
+        pairs = [item for pair in fields.items() for item in pair]
+        async with self._available():
+            done = await self._set_if(
+                keys=[key], args=[field, expected, 0 if ttl is None else _ms(ttl), *pairs]
+            )
+        return bool(done)
+
+    async def hash_get(self, key: str, fields: list[str] | None = None) -> dict[str, bytes] | None:
+        async with self._available():
+            if fields is None:
+                found = await self._commands.hgetall(key)
+            else:
+                values: list[Any] = await self._commands.hmget(key, fields)
+                found = dict(zip(fields, values, strict=True))
+        return {_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
+
+    async def hash_delete(self, key: str, field: str) -> None:
+        async with self._available():
+            await self._commands.hdel(key, field)
+
+    async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
+        async with self._available():
+            await self._append(keys=[key, f"{key}:bytes"], args=[value, maxlen, max_bytes, _ms(ttl)])
+
+    async def list_items(self, key: str) -> list[bytes]:
+        async with self._available():
+            items = await self._commands.lrange(key, 0, -1)
+        return [item for item in items if isinstance(item, bytes)]
+
+    async def set_add(self, key: str, member: str) -> None:
+        async with self._available():
+            await self._commands.sadd(key, member)
+
+    async def set_remove(self, key: str, member: str) -> None:
+        async with self._available():
+            await self._commands.srem(key, member)
+
+    async def set_members(self, key: str) -> list[str]:
+        async with self._available():
+            members = await self._commands.smembers(key)
+        return sorted(_text(m) for m in members)
+
+    async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        async with self._available():
+            previous = await self._commands.set(key, value, px=_ms(ttl), nx=True, get=True)
+        return previous if isinstance(previous, bytes) else None
+
+    async def store(self, key: str, value: bytes, ttl: float) -> None:
+        async with self._available():
+            await self._commands.set(key, value, px=_ms(ttl))
+
+    async def get(self, key: str) -> bytes | None:
+        async with self._available():
+            value = await self._commands.get(key)
+        return value if isinstance(value, bytes) else None
+
+    async def count(self, key: str, ttl: float) -> int:
+        async with self._available(), self._commands.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, _ms(ttl), nx=True)
+            value, _ = await pipe.execute()
+        return int(value)
+
+    async def expire(self, keys: Iterable[str], ttl: float | None) -> None:
+        async with self._available(), self._commands.pipeline(transaction=False) as pipe:
+            for key in keys:
+                if ttl is None:
+                    pipe.persist(key)
+                else:
+                    pipe.pexpire(key, _ms(ttl))
+            await pipe.execute()
+
+    async def delete(self, *keys: str) -> None:
+        async with self._available():
+            await self._commands.delete(*keys)
 
     def _publish_command(self, channel: str) -> str:
         return "SPUBLISH" if sharded(channel) else "PUBLISH"
@@ -207,16 +316,13 @@ class ClusterBackend(RedisBackend):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _dispatch(self, message: dict[str, object]) -> None:
-        kind = message["type"]
-        if kind == "smessage":
-            message = {**message, "type": "message"}
-        elif kind == "ssubscribe":
-            message = {**message, "type": "subscribe"}
-        elif kind == "sunsubscribe":
-            channel = message["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+    async def _dispatch(self, reply: list[Any]) -> None:
+        kind = reply[0]
+        if kind == b"smessage" or kind == b"ssubscribe":
+            reply = [kind[1:], *reply[1:]]
+        elif kind == b"sunsubscribe":
+            name = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
             if name in self._channels:  # not ours to drop: the server did, as the slot moved
                 raise ConnectionError(f"the slot of {name} moved to another node")
             return
-        await super()._dispatch(message)
+        await super()._dispatch(reply)

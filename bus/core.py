@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Literal
 
 from bus.backend import Restored, Store, Transport, open_backend
+from bus.coalesce import Coalescer, Merge
 from bus.envelope import Envelope, EnvelopeError, Target, offset_key, unframe
 from bus.errors import SessionNotFound
 from bus.keys import Keys
@@ -111,6 +112,7 @@ class Bus:
         self.observer = BusObserver()
         self._handlers: dict[str, Handler] = {}
         self._on_restored = on_restored
+        self._streams = Coalescer(self._send_ephemeral, self.settings.stream_coalesce_seconds)
 
     async def __aenter__(self) -> Bus:
         await self.transport.connect(self._receive, self._restored)
@@ -122,6 +124,7 @@ class Bus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._streams.close()
         await self.transport.disconnect()
 
     @property
@@ -163,6 +166,22 @@ class Bus:
             receipt = Receipt(envelope.id, envelope.target, "", await self.publish(envelope))
             self.observer.sent(envelope.event, receipt.status)
             return receipt
+        session_id = envelope.target.id
+        await self._streams.flush(session_id)  # held stream tokens of the session go first
+        return await self._send(envelope, durable)
+
+    async def stream(self, envelope: Envelope, merge: Merge) -> Receipt | None:
+        """Send an ephemeral envelope to a session, or hold it to travel joined (by `merge`) with
+        the next ones sent within SWITCHBOARD_STREAM_COALESCE_SECONDS (then None): token streams."""
+        if not self.settings.stream_coalesce_seconds or envelope.target.kind != "session":
+            return await self.send(envelope, durable=False)
+        receipt: Receipt | None = await self._streams.add(envelope, merge)
+        return receipt
+
+    async def _send_ephemeral(self, envelope: Envelope) -> Receipt:
+        return await self._send(envelope, False)
+
+    async def _send(self, envelope: Envelope, durable: bool) -> Receipt:
         session_id = envelope.target.id
         started = time.perf_counter()
         result = await self.transport.send(

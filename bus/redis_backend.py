@@ -1,5 +1,6 @@
-"""`redis://`, `rediss://`, `unix://` and `redis+sentinel://`: one pub/sub connection per process plus
-a bounded pool of command connections. Every command answers within the configured timeout, and
+"""`redis://`, `rediss://`, `unix://` and `redis+sentinel://`: one pub/sub connection per process, one
+multiplexed connection for the delivery path (the send script, publishes, log reads: bus/multiplex.py)
+and a bounded pool for the other commands. Every command answers within the configured timeout, and
 every Redis error (unreachable, stalled, out of memory, read-only after a failover) is BusUnavailable."""
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from bus.backend import Receiver, Restored
 from bus.envelope import frame
 from bus.errors import BusUnavailable
+from bus.multiplex import Multiplexed
 
 log = logging.getLogger("switchboard.bus")
 
@@ -203,6 +206,8 @@ class RedisBackend:
         #: Channels whose re-subscription is not confirmed yet after a reconnect.
         self._restoring: set[str] | None = None
         self._send = self._commands.register_script(_SEND)
+        #: The delivery path's connection (None on a cluster, whose client routes by slot).
+        self._pipe = self._multiplexed()
         self._append = self._commands.register_script(_APPEND)
         self._set_if = self._commands.register_script(_SET_IF)
         self.reconnects = 0
@@ -231,19 +236,59 @@ class RedisBackend:
         """(commands, subscriber) clients for `url`."""
         return _clients(url, timeout, max_connections)
 
+    def _multiplexed(self) -> Multiplexed | None:
+        return Multiplexed(self._commands.connection_pool, self._timeout)
+
+    # The commands, on the multiplexed connection: raw replies (bytes, ints, lists), each retried on
+    # a lost connection (with backoff, within the caller's timeout), as redis-py retries its own.
+
+    async def _run(self, *args: Any) -> Any:
+        return (await self._batch([args]))[0]
+
+    async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A registered script by its SHA, sent in full where the server does not have it."""
+        try:
+            return await self._run("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._run("EVAL", script.script, len(keys), *keys, *args)
+
+    async def _transaction(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """MULTI, the commands, EXEC: their replies."""
+        replies = await self._batch([("MULTI",), *commands, ("EXEC",)])
+        return list(replies[-1])
+
+    async def _batch(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands written together, one after the other: their replies, in order."""
+        assert self._pipe is not None
+        backoff = 0.05
+        for attempt in range(COMMAND_RETRIES + 1):
+            try:
+                return await self._pipe.execute_many(commands)
+            except RedisConnectionError:
+                if attempt == COMMAND_RETRIES:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+        raise AssertionError("unreachable")
+
     async def _primary_moved(self) -> None:
         """The server refused a write as a replica (or a primary cut off from its replicas, after a
         failover): drop the pooled connections, so the next ones ask the Sentinels for the primary."""
+        if self._pipe is not None:
+            await self._pipe.close()
         with contextlib.suppress(Exception):
             await self._commands.connection_pool.disconnect()
 
     def _publish_command(self, channel: str) -> str:
         return "PUBLISH"
 
+    async def _ping(self) -> None:
+        await self._run("PING")
+
     async def connect(self, receiver: Receiver, restored: Restored) -> None:
         self._receiver, self._restored = receiver, restored
         async with self._available():
-            await self._commands.ping()
+            await self._ping()
         confirmed = self._confirmation(self._home)
         self._listener = asyncio.create_task(self._listen(), name="switchboard-redis-listener")
         await self._wait(self._home, confirmed)
@@ -252,6 +297,8 @@ class RedisBackend:
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
+        if self._pipe is not None:
+            await self._pipe.close()
         await self._commands.aclose()
         await self._subscriber.aclose()
 
@@ -267,7 +314,7 @@ class RedisBackend:
 
     async def publish(self, channel: str, data: bytes) -> int:
         async with self._available():
-            return int(await self._commands.publish(channel, frame("", "", data)))
+            return int(await self._run("PUBLISH", channel, frame("", "", data)))
 
     async def send(
         self,
@@ -297,26 +344,33 @@ class RedisBackend:
             self._publish_command(channel),
         ]
         async with self._available():
-            result = await self._send(keys=[info_key, log_key], args=args)
+            result = await self._run_send([info_key, log_key], args)
         if result is None:
             return None
         offset, epoch, receivers = result
         return _text(offset), _text(epoch), int(receivers)
 
+    async def _run_send(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._script(self._send, keys, args)
+
     async def read_log(self, key: str, after: str, count: int) -> list[tuple[str, bytes]]:
         async with self._available():
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._commands.xrange(
-                key, f"({after}", "+", count=count
-            )
-        return [(offset.decode(), fields[b"e"]) for offset, fields in entries if b"e" in fields]
+            entries = await self._xrange(key, f"({after}", count)
+        # Entries are [id, [field, value, ...]] with the envelope under `e`.
+        found = []
+        for offset, fields in entries:
+            values = _mapping(fields)
+            if b"e" in values:
+                found.append((_text(offset), values[b"e"]))
+        return found
+
+    async def _xrange(self, key: str, start: str, count: int) -> list[Any]:
+        entries: list[Any] = await self._run("XRANGE", key, start, "+", "COUNT", count)
+        return entries
 
     async def log_bounds(self, info_key: str, log_key: str) -> tuple[str, str, str]:
         async with self._available():
-            found: list[Any] = await self._commands.hmget(info_key, ["epoch", "seq", "first"])
-        epoch, seq, first = found
-        last = int(seq or 0)
-        kept = first is not None and int(first) <= last
-        return (f"{int(first or 0)}-0" if kept else ""), f"{last}-0", _text(epoch or b"")
+            return bounds(*await self._run("HMGET", info_key, "epoch", "seq", "first"))
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -374,32 +428,35 @@ class RedisBackend:
                 backoff = min(backoff * 2, 2.0)
 
     async def _receive_until_lost(self, pubsub: PubSub) -> None:
-        """Dispatch messages; a subscription quiet for PING_SECONDS is pinged, and one that stays
-        silent for 3x that (a stalled Redis, a black-holed network) counts as lost."""
+        """Dispatch what the subscription connection receives, every reply already buffered in one
+        go (redis-py's parser reads it without waiting); a subscription quiet for PING_SECONDS is
+        pinged, and one that stays silent for 3x that (a stalled Redis, a black-holed network)
+        counts as lost. Replies are read from the connection itself: PubSub.get_message would add
+        a health check, a retry wrapper and a message dict per message."""
+        connection: Any = pubsub.connection  # set by the first subscribe
         heard = time.monotonic()
         while True:
-            message = await pubsub.get_message(timeout=PING_SECONDS)
+            reply = await connection.read_response(
+                timeout=PING_SECONDS, disconnect_on_error=False, push_request=True
+            )
             now = time.monotonic()
-            if message is not None:
+            if reply is not None:
                 heard = now
-                await self._dispatch(message)
+                await self._dispatch(reply)
             elif now - heard > 3 * PING_SECONDS:
                 raise TimeoutError(f"no answer from Redis on the subscription for {now - heard:.1f}s")
             elif now - heard >= PING_SECONDS:
                 async with asyncio.timeout(self._timeout):
                     await pubsub.ping()
 
-    async def _dispatch(self, message: dict[str, object]) -> None:
-        kind = message["type"]
-        if kind == "pong":
-            return
-        channel = message["channel"]
-        name = channel.decode() if isinstance(channel, bytes) else str(channel)
-        if kind == "message":
+    async def _dispatch(self, reply: list[Any]) -> None:
+        """One pub/sub reply: [b"message", channel, data], [b"subscribe", channel, count], a pong..."""
+        kind = reply[0]
+        if kind == b"message":
             assert self._receiver is not None
-            data = message["data"]
-            await self._receiver(name, data if isinstance(data, bytes) else str(data).encode())
-        elif kind == "subscribe":
+            await self._receiver(_text(reply[1]), reply[2])
+        elif kind == b"subscribe":
+            name = _text(reply[1])
             if self._restoring is not None:
                 self._restoring.discard(name)
                 if not self._restoring:
@@ -414,97 +471,101 @@ class RedisBackend:
                     break
 
     async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float | None) -> None:
-        async with self._available(), self._commands.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=dict(fields))
-            if ttl is None:
-                pipe.persist(key)
-            else:
-                pipe.pexpire(key, _ms(ttl))
-            await pipe.execute()
+        expiry = ("PERSIST", key) if ttl is None else ("PEXPIRE", key, _ms(ttl))
+        async with self._available():
+            await self._transaction(("HSET", key, *_pairs(fields)), expiry)
 
     async def hash_set_if(
         self, key: str, field: str, expected: bytes, fields: Mapping[str, bytes], ttl: float | None
     ) -> bool:
-        pairs = [item for pair in fields.items() for item in pair]
+        args = [field, expected, 0 if ttl is None else _ms(ttl), *_pairs(fields)]
         async with self._available():
-            done = await self._set_if(
-                keys=[key], args=[field, expected, 0 if ttl is None else _ms(ttl), *pairs]
-            )
-        return bool(done)
+            return bool(await self._script(self._set_if, [key], args))
 
     async def hash_get(self, key: str, fields: list[str] | None = None) -> dict[str, bytes] | None:
         async with self._available():
             if fields is None:
-                found = await self._commands.hgetall(key)
+                found = _mapping(await self._run("HGETALL", key))
             else:
-                values: list[Any] = await self._commands.hmget(key, fields)
-                found = dict(zip(fields, values, strict=True))
+                found = dict(zip(fields, await self._run("HMGET", key, *fields), strict=True))
         return {_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
 
     async def hash_delete(self, key: str, field: str) -> None:
         async with self._available():
-            await self._commands.hdel(key, field)
+            await self._run("HDEL", key, field)
 
     async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
         async with self._available():
-            await self._append(keys=[key, f"{key}:bytes"], args=[value, maxlen, max_bytes, _ms(ttl)])
+            await self._script(self._append, [key, f"{key}:bytes"], [value, maxlen, max_bytes, _ms(ttl)])
 
     async def list_items(self, key: str) -> list[bytes]:
         async with self._available():
-            items = await self._commands.lrange(key, 0, -1)
+            items = await self._run("LRANGE", key, 0, -1)
         return [item for item in items if isinstance(item, bytes)]
 
     async def set_add(self, key: str, member: str) -> None:
         async with self._available():
-            await self._commands.sadd(key, member)
+            await self._run("SADD", key, member)
 
     async def set_remove(self, key: str, member: str) -> None:
         async with self._available():
-            await self._commands.srem(key, member)
+            await self._run("SREM", key, member)
 
     async def set_members(self, key: str) -> list[str]:
         async with self._available():
-            members = await self._commands.smembers(key)
+            members = await self._run("SMEMBERS", key)
         return sorted(_text(m) for m in members)
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
         async with self._available():
-            previous = await self._commands.set(key, value, px=_ms(ttl), nx=True, get=True)
+            previous = await self._run("SET", key, value, "PX", _ms(ttl), "NX", "GET")
         return previous if isinstance(previous, bytes) else None
 
     async def store(self, key: str, value: bytes, ttl: float) -> None:
         async with self._available():
-            await self._commands.set(key, value, px=_ms(ttl))
+            await self._run("SET", key, value, "PX", _ms(ttl))
 
     async def get(self, key: str) -> bytes | None:
         async with self._available():
-            value = await self._commands.get(key)
+            value = await self._run("GET", key)
         return value if isinstance(value, bytes) else None
 
     async def count(self, key: str, ttl: float) -> int:
-        async with self._available(), self._commands.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.pexpire(key, _ms(ttl), nx=True)
-            value, _ = await pipe.execute()
+        async with self._available():
+            value, _ = await self._transaction(("INCR", key), ("PEXPIRE", key, _ms(ttl), "NX"))
         return int(value)
 
     async def expire(self, keys: Iterable[str], ttl: float | None) -> None:
-        async with self._available(), self._commands.pipeline(transaction=False) as pipe:
-            for key in keys:
-                if ttl is None:
-                    pipe.persist(key)
-                else:
-                    pipe.pexpire(key, _ms(ttl))
-            await pipe.execute()
+        commands = [("PERSIST", key) if ttl is None else ("PEXPIRE", key, _ms(ttl)) for key in keys]
+        if commands:
+            async with self._available():
+                await self._batch(commands)
 
     async def delete(self, *keys: str) -> None:
         async with self._available():
-            await self._commands.delete(*keys)
+            await self._run("DEL", *keys)
 
     async def server_id(self) -> str:
         async with self._available():
-            info = await self._commands.info("server")
-        return str(info.get("run_id", ""))
+            info = _text(await self._run("INFO", "server"))
+        found = re.search(r"^run_id:(\w+)", info, re.MULTILINE)
+        return found[1] if found else ""
+
+
+def bounds(epoch: bytes | None, seq: bytes | None, first: bytes | None) -> tuple[str, str, str]:
+    """Transport.log_bounds from the record's `epoch`, `seq` and `first` fields."""
+    last = int(seq or 0)
+    kept = first is not None and int(first) <= last
+    return (f"{int(first or 0)}-0" if kept else ""), f"{last}-0", _text(epoch or b"")
+
+
+def _mapping(reply: Any) -> dict[Any, Any]:
+    """A map reply: a dict (RESP3) or a flat list of keys and values (RESP2)."""
+    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _pairs(fields: Mapping[str, bytes]) -> list[str | bytes]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def _ms(seconds: float) -> int:

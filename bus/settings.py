@@ -63,6 +63,12 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     #: Hook calls (messages) of one session waiting to run; more are refused.
     hook_queue: int = 16
+    #: Events queued for one socket, at most; a socket with more (its client stopped reading) is
+    #: closed (`slow_consumer`) and catches up from its log when it resumes.
+    max_queued_events: int = 2000
+    #: Consecutive `stream_token` events of one message sent within this window travel as one
+    #: envelope (0: each alone).
+    stream_coalesce_seconds: float = 0.01
     #: HS256 secret that signs and verifies tokens; None leaves authentication off.
     auth_secret: str | None = field(default=None, repr=False)
     #: Former secrets that still verify (never sign), for rotation.
@@ -162,6 +168,7 @@ class Settings:
             ("EVENT_BURST", int),
             ("MAX_MESSAGE_BYTES", int),
             ("HOOK_QUEUE", int),
+            ("MAX_QUEUED_EVENTS", int),
         ]:
             if (raw := get(name)) is not None:
                 values[name.lower()] = _positive(kind, name, raw)
@@ -177,6 +184,7 @@ class Settings:
             ("USER_HANDSHAKES_PER_MINUTE", int),
             ("SESSIONS_PER_USER", int),
             ("EVENTS_PER_SECOND", float),
+            ("STREAM_COALESCE_SECONDS", float),
         ]:
             if (raw := get(name)) is not None:  # 0 turns these limits off
                 values[name.lower()] = 0 if raw == "0" else _positive(kind, name, raw)

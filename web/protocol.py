@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Sender = Literal["bus", "replica", "client", "socketio", "internal"]
 
@@ -24,6 +24,8 @@ class Event:
     logged: bool = False
     #: Kept in the thread history (data persistence); replaying these rebuilds the conversation.
     history: bool = False
+    #: Sends of it that follow closely travel joined (SWITCHBOARD_STREAM_COALESCE_SECONDS).
+    coalesced: bool = False
 
 
 EVENTS: dict[str, Event] = {
@@ -35,7 +37,7 @@ EVENTS: dict[str, Event] = {
         Event("delete_message", "bus", logged=True, history=True),
         Event("stream_start", "bus", logged=True),
         # Token bursts and activity markers are not logged; the end of a stream is a durable update.
-        Event("stream_token", "bus"),
+        Event("stream_token", "bus", coalesced=True),
         Event("task_start", "bus"),
         Event("task_end", "bus"),
         # A question is kept in the session's open questions instead of its log (re-asked on resume).
@@ -93,6 +95,21 @@ def logged(event: str) -> bool:
 def kept_in_history(event: str) -> bool:
     spec = EVENTS.get(event)
     return spec is not None and spec.history
+
+
+def coalesced(event: str) -> bool:
+    spec = EVENTS.get(event)
+    return spec is not None and spec.coalesced
+
+
+def join_tokens(held: dict[str, Any], token: dict[str, Any]) -> dict[str, Any] | None:
+    """Two `stream_token` payloads of one message as one: the tokens joined (a sequence token
+    replaces what came before it); None for tokens of different messages."""
+    if held.get("id") != token.get("id") or held.get("isInput") != token.get("isInput"):
+        return None
+    if token.get("isSequence"):
+        return token
+    return {**held, "token": str(held.get("token", "")) + str(token.get("token", ""))}
 
 
 def check_custom_event(event: str) -> None:

@@ -24,8 +24,9 @@ from web.local import LocalSession, LocalSessions, unpack
 from web.login import handshake_user
 from web.mailbox import Mailbox
 from web.message import Message
-from web.protocol import SOCKETIO_EVENTS, TAKEOVER
+from web.protocol import TAKEOVER
 from web.run import end_hook, run_hook
+from web.sio import SocketManager, SocketServer, close_now
 from web.user import User
 
 log = logging.getLogger("switchboard.web")
@@ -36,15 +37,17 @@ class ChatServer:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.bus = Bus(settings, on_restored=self._on_restored)
-        self.sio = _SocketServer(
+        self.limits = Limits(self.settings)
+        manager = SocketManager(self.settings.max_queued_events, self._slow_consumer)
+        self.sio = SocketServer(
             async_mode="asgi",
+            client_manager=manager,
             # Websocket only: a load balancer without sticky sessions cannot route HTTP long-polling.
             transports=["websocket"],
             # Room for the largest client_message; a bigger frame closes the socket.
             max_http_buffer_size=2 * self.settings.max_message_bytes + 16 * 1024,
             cors_allowed_origins=socket_origins(self.bus.settings),
         )
-        self.limits = Limits(self.settings)
         self.running = False
         #: Set by a drain (web/drain.py): new handshakes are refused with the reason `draining`.
         self.draining = False
@@ -85,6 +88,11 @@ class ChatServer:
 
     def data_changed(self, session_id: str) -> None:
         self.sessions.data_changed(session_id)
+
+    def _slow_consumer(self, sid: str) -> None:
+        """A socket whose client stopped reading: close it; it resumes from its log when it returns."""
+        self.limits.refused["slow_consumer"] += 1
+        self.sessions.spawn(close_now(self.sio, sid))
 
     async def _on_restored(self) -> None:
         await self.sessions.restore()
@@ -263,19 +271,6 @@ class ChatServer:
             return False
         self.sessions.data_changed(local.id)
         return True
-
-
-class _SocketServer(socketio.AsyncServer):  # type: ignore[misc]
-    """Drops client events named like Socket.IO's own: python-socketio would hand a client's
-    `connect` or `disconnect` event to the connect and disconnect handlers."""
-
-    async def _handle_event(
-        self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]
-    ) -> None:
-        if data and data[0] in SOCKETIO_EVENTS:
-            log.info("dropped a client event named %r", str(data[0])[:64])
-            return
-        await super()._handle_event(eio_sid, namespace, id, data)
 
 
 def _refused(

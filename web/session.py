@@ -9,7 +9,7 @@ from bus import Envelope, Receipt, SessionNotFound, Target
 from web import runtime
 from web.auth import SEND_SCOPE
 from web.errors import ContextError, SessionForbidden
-from web.protocol import CONTROL_PREFIX, logged
+from web.protocol import CONTROL_PREFIX, coalesced, join_tokens, logged
 from web.user import User
 
 
@@ -94,17 +94,20 @@ class WebsocketSession:
         if self._user is None or self._user.identifier != user.identifier:
             raise SessionForbidden(self.id)
 
-    async def emit(self, event: str, payload: dict[str, Any]) -> Receipt:
+    async def emit(self, event: str, payload: dict[str, Any]) -> Receipt | None:
         """Send a client event through the session's log and channel; SessionNotFound if expired.
 
         Every event takes the same path, even on the replica holding the socket, so events keep
-        their order and a reload or a replica crash cannot lose a durable one.
+        their order and a reload or a replica crash cannot lose a durable one. Stream tokens may
+        travel joined with the next ones (then None: no receipt of their own).
         """
         if event.startswith(CONTROL_PREFIX):
             raise ValueError(f"event names starting with {CONTROL_PREFIX!r} are reserved")
         await self.resolve()
         bus = runtime.current().bus
         envelope = Envelope(Target.session(self.id), event, payload, bus.settings.replica_id)
+        if coalesced(event):
+            return await bus.stream(envelope, join_tokens)
         return await bus.send(envelope, durable=logged(event))
 
     def __repr__(self) -> str:
