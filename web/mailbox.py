@@ -24,6 +24,12 @@ log = logging.getLogger("switchboard.web")
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 #: Shows a question (an `ask` envelope's payload) on the session's socket.
 ShowAsk = Callable[[dict[str, Any]], Awaitable[None]]
+#: Waits until the socket has written what it was given (a replay's pace is the client's).
+Drained = Callable[[], Awaitable[None]]
+
+
+async def _at_once() -> None:
+    """For a socket that writes at once (tests)."""
 #: Live envelopes held during a replay, at most; beyond it durable ones are read from the log again
 #: and ephemeral ones (tokens, activity markers) are dropped.
 MAX_PENDING = 1000
@@ -31,12 +37,20 @@ MAX_PENDING = 1000
 
 class Mailbox:
     def __init__(
-        self, session_id: str, bus: Bus, emit: Emit, show_ask: ShowAsk, *, acked: str = "0-0"
+        self,
+        session_id: str,
+        bus: Bus,
+        emit: Emit,
+        show_ask: ShowAsk,
+        *,
+        acked: str = "0-0",
+        drained: Drained = _at_once,
     ) -> None:
         self.session_id = session_id
         self._bus = bus
         self._emit_event = emit
         self._show_ask = show_ask
+        self._drained = drained
         #: The log's epoch the offsets below count in (None: not known yet).
         self.epoch: str | None = None
         #: Highest log offset emitted to this socket; durable envelopes at or below it are duplicates.
@@ -145,6 +159,7 @@ class Mailbox:
         replayed = 0
         while True:
             while True:
+                await self._drained()  # one batch at a time on the socket's queue
                 batch = await self._bus.read_log(self.session_id, self.last_offset)
                 for offset, envelope in batch.entries:
                     replayed += await self._emit(envelope, offset, self.epoch or "")

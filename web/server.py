@@ -38,7 +38,9 @@ class ChatServer:
     def __init__(self, settings: Settings | None = None) -> None:
         self.bus = Bus(settings, on_restored=self._on_restored)
         self.limits = Limits(self.settings)
-        manager = SocketManager(self.settings.max_queued_events, self._slow_consumer)
+        # A replay puts one batch at a time on a socket's queue, besides the live events.
+        queued = self.settings.max_queued_events + self.settings.replay_batch
+        manager = SocketManager(queued, self._slow_consumer)
         self.sio = SocketServer(
             async_mode="asgi",
             client_manager=manager,
@@ -156,9 +158,9 @@ class ChatServer:
         """A session held on socket `sid`, with its mailbox (resumed ones: `state` and `acked`)."""
         asked: set[str] = set()
         emit = functools.partial(self.sio.emit, to=sid)
-        mailbox = Mailbox(
-            session_id, self.bus, emit, functools.partial(self.asks.show, sid, asked), acked=acked
-        )
+        drained = functools.partial(self.sio.manager.drained, sid, self.settings.redis_timeout_seconds * 2)
+        show = functools.partial(self.asks.show, sid, asked)
+        mailbox = Mailbox(session_id, self.bus, emit, show, acked=acked, drained=drained)
         hooks = HookQueue(self.sessions.spawn, self.settings.hook_queue)
         started = state is not None
         return LocalSession(

@@ -3,6 +3,7 @@ that queues its packet at once and bounds what a socket may have queued."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,21 @@ class SocketManager(socketio.AsyncManager):  # type: ignore[misc]
         encoded = pkt.encode()
         for part in encoded if isinstance(encoded, list) else [encoded]:
             await socket.send(eio_packet.Packet(eio_packet.MESSAGE, part))
+
+    async def drained(self, sid: str, seconds: float) -> None:
+        """Wait until the socket of `sid` has written everything queued for it; a socket that does
+        not within `seconds` is given up as a slow consumer."""
+        eio_sid = self.eio_sid_from_sid(sid, "/")
+        socket = self.server.eio.sockets.get(eio_sid) if eio_sid else None
+        if socket is None or socket.closed or not socket.queue.qsize():
+            return
+        try:
+            await asyncio.wait_for(socket.queue.join(), seconds)
+        except TimeoutError:
+            if sid not in self._given_up:
+                self._given_up.add(sid)
+                log.warning("socket %s did not drain in %gs: disconnecting it", sid, seconds)
+                self._slow_consumer(sid)
 
     async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         self._given_up.discard(sid)

@@ -1,0 +1,86 @@
+"""The delivery path under pressure: one multiplexed Redis connection per process, and a socket whose
+client stopped reading, closed and caught up from its log when it returns."""
+
+import asyncio
+import json
+import secrets
+import socket
+from collections.abc import Callable
+
+import redis.asyncio as redis
+import websockets
+
+from bus import Bus, Envelope, Settings, Target, offset_key
+from tests.harness import ChatClient, Replica
+from workers import Client
+
+
+async def test_concurrent_sends_share_one_connection_and_keep_contiguous_offsets(
+    redis_url: str, prefix: str
+) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    async with Bus(Settings(redis_url=redis_url, key_prefix=prefix, replica_id="mux")) as bus:
+        session_id = secrets.token_urlsafe(18)
+        await bus.registry.create(session_id, user=None, thread_id=None, resume_token="t")
+        names = {c["id"] for c in await admin.client_list()}
+        receipts = await asyncio.gather(
+            *(
+                bus.send(Envelope(Target.session(session_id), "new_message", {"n": i}, "mux"))
+                for i in range(1000)
+            )
+        )
+        offsets = sorted(offset_key(r.offset)[0] for r in receipts)
+        assert offsets == list(range(1, 1001))
+        # The 1,000 concurrent sends opened no connection besides the bus's command connection
+        # and its subscription, both there before them.
+        assert {c["id"] for c in await admin.client_list()} <= names
+        assert await bus.store.hash_get(bus.keys.session(session_id), ["seq"]) == {"seq": b"1000"}
+    await admin.aclose()
+
+
+async def stuck_socket(replica: Replica) -> tuple[websockets.ClientConnection, dict[str, str]]:
+    """A Socket.IO client, by hand over a raw websocket, that reads its `session` event and then
+    nothing more: the open socket, never read again, and that event's payload."""
+    url = f"ws://127.0.0.1:{replica.port}{replica.socketio_path}/?EIO=4&transport=websocket"
+    # A small fixed receive buffer (no autotuning): the server's side fills after a few MiB.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", replica.port))
+    ws = await websockets.connect(url, sock=sock, max_size=None)
+    assert (await ws.recv()).startswith("0")  # Engine.IO open
+    await ws.send("40")  # Socket.IO connect to "/"
+    while True:
+        frame = await ws.recv()
+        if isinstance(frame, str) and frame.startswith('42["session"'):
+            return ws, json.loads(frame[2:])[1]
+
+
+async def test_a_socket_that_stops_reading_is_closed_and_catches_up_from_its_log(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], replica_env: dict[str, str]
+) -> None:
+    env = {
+        "SWITCHBOARD_MAX_QUEUED_EVENTS": "50",
+        "SWITCHBOARD_SESSION_LOG_LENGTH": "10000",
+        "SWITCHBOARD_SESSION_LOG_BYTES": str(256 * 1024 * 1024),
+    }
+    a = replicas(env=env)
+    ws, session = await stuck_socket(a)
+    n = 2000  # 16 MiB: more than the socket buffers on the way hold
+    # The sender trims the log by its own settings: the worker has the replica's.
+    async with Client(Settings.from_env({**replica_env, **env})) as worker:
+        # Random text: websocket compression would shrink a repeated one to nothing.
+        receipts = [
+            await worker.send_to_session(session["sessionId"], f"{i} {secrets.token_urlsafe(6144)}")
+            for i in range(n)
+        ]
+    assert all(r.status in ("delivered", "queued") for r in receipts)
+    await asyncio.to_thread(a.process.wait_for_line, "events queued: disconnecting it")
+    await asyncio.to_thread(a.process.wait_for_line, f"session {session['sessionId']} detached")
+    assert (await a.aget("/stats")).json()["refused"]["slow_consumer"] == 1
+    # The client comes back (it had read nothing after `session`): everything, once, in order.
+    back = await clients().connect(
+        a, {"sessionId": session["sessionId"], "resumeToken": session["resumeToken"], "lastOffset": "0-0"}
+    )
+    await back.next("new_message", lambda m: m["output"].startswith(f"{n - 1} "), timeout=60)
+    assert [int(o.split()[0]) for o in back.outputs()] == list(range(n))
+    await ws.close()
