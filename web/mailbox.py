@@ -30,6 +30,8 @@ Drained = Callable[[], Awaitable[None]]
 
 async def _at_once() -> None:
     """For a socket that writes at once (tests)."""
+
+
 #: Live envelopes held during a replay, at most; beyond it durable ones are read from the log again
 #: and ephemeral ones (tokens, activity markers) are dropped.
 MAX_PENDING = 1000
