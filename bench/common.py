@@ -63,30 +63,36 @@ async def run_senders(n: int, k: int, send: Callable[[int], Awaitable[Any]]) -> 
     }
 
 
-async def paced(
-    rate: float,
-    seconds: float,
-    send: Callable[[int], Awaitable[Any]],
-) -> dict[str, Any]:
+#: Sends in flight at most, per paced sender (as a web app's handlers would have): past it a sender
+#: falls behind its rate instead of piling up tasks and connections.
+IN_FLIGHT = 64
+
+
+async def paced(rate: float, seconds: float, send: Callable[[int], Awaitable[Any]]) -> dict[str, Any]:
     """Call `send(0)`, `send(1)`, ... at `rate` per second for `seconds`, in ticks of 10 ms (never
-    a sub-millisecond sleep): each tick starts the calls due by then, concurrently. Returns the
-    calls made, the seconds taken and the errors."""
+    a sub-millisecond sleep): each tick starts the calls due by then, concurrently, at most IN_FLIGHT
+    at a time. Returns the calls made, the seconds taken and the errors."""
     start = now()
     sent = errors = 0
     running: set[asyncio.Task[Any]] = set()
+    room = asyncio.Semaphore(IN_FLIGHT)
 
-    def finished(task: asyncio.Task[Any]) -> None:
+    async def one(i: int) -> None:
         nonlocal errors
-        running.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        try:
+            await send(i)
+        except Exception:
             errors += 1
+        finally:
+            room.release()
 
     while (elapsed := now() - start) < seconds:
         while sent < int(rate * elapsed):
-            task = asyncio.create_task(send(sent))
+            await room.acquire()
+            task = asyncio.create_task(one(sent))
             running.add(task)
-            task.add_done_callback(finished)
+            task.add_done_callback(running.discard)
             sent += 1
         await asyncio.sleep(0.01)
-    await asyncio.gather(*running, return_exceptions=True)
+    await asyncio.gather(*running)
     return {"sent": sent, "seconds": now() - start, "errors": errors}

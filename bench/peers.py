@@ -275,11 +275,13 @@ def pids(run: Run, clients: Clients, sender: Process) -> dict[str, int]:
     return {**named, "redis": run.redis_pid, "sender": sender.proc.pid, "clients": clients.pid}
 
 
-def delivered_row(report: dict[str, Any], sent: int, cpu: dict[str, float]) -> dict[str, Any]:
+def delivered_row(report: dict[str, Any], sent: dict[str, Any], cpu: dict[str, float]) -> dict[str, Any]:
+    """What a phase delivered: `sent` is the sender's result (sent, errors, seconds)."""
     return {
-        "sent": sent,
+        "sent": sent["sent"],
+        "errors": sent.get("errors", 0),
         "received": report["received"],
-        "lost": sent - report["received"],
+        "lost": sent["sent"] - sent.get("errors", 0) - report["received"],
         "p50_ms": round(report["latency"]["p50_ms"], 2),
         "p90_ms": round(report["latency"]["p90_ms"], 2),
         "p99_ms": round(report["latency"]["p99_ms"], 2),
@@ -303,13 +305,13 @@ def many(peer: Peer, args: argparse.Namespace) -> list[dict[str, Any]]:
                 meter = Meter(pids(run, clients, publisher))
                 sent = command(publisher, f"rate {rate} {args.seconds} {clients.file}")
                 report = clients.settle(sent["sent"])
-                row = delivered_row(report, sent["sent"], meter.us_per(report["received"]))
+                row = delivered_row(report, sent, meter.us_per(report["received"]))
                 rows.append({"clients": count, "rate": rate, **row})
             clients.mark()
             meter = Meter(pids(run, clients, publisher))
             sent = command(publisher, f"blast {args.blast} 16 {clients.file}")
             report = clients.settle(sent["sent"])
-            row = delivered_row(report, sent["sent"], meter.us_per(report["received"]))
+            row = delivered_row(report, sent, meter.us_per(report["received"]))
             span = report["last"] - sent["t_start"] if report["received"] else 0
             row["delivered_per_s"] = round(report["received"] / span) if span > 0 else 0
             rows.append({"clients": count, "rate": "max", **row})
@@ -331,7 +333,7 @@ def scale(peer: Peer, args: argparse.Namespace) -> list[dict[str, Any]]:
             sent = command(publisher, f"rate {args.scale_rate} {args.seconds} {clients.file}")
             report = clients.settle(sent["sent"])
             cpu = meter.us_per(report["received"])
-            row = delivered_row(report, sent["sent"], cpu)
+            row = delivered_row(report, sent, cpu)
             row["replicas_us"] = round(sum(v for k, v in cpu.items() if k.startswith("replica")), 1)
             rows.append({"replicas": n, "rate": args.scale_rate, **row})
     return rows
@@ -358,7 +360,7 @@ def http(peer: Peer, args: argparse.Namespace) -> list[dict[str, Any]]:
                 load.wait_for_line("{", timeout=args.seconds + 120)
                 result = load.last_json()
                 report = clients.settle(result["sent"])
-                row = delivered_row(report, result["sent"], meter.us_per(report["received"]))
+                row = delivered_row(report, result, meter.us_per(report["received"]))
                 row["response_p50_ms"] = round(result["response"]["p50_ms"], 2)
                 row["response_p99_ms"] = round(result["response"]["p99_ms"], 2)
                 row["statuses"] = result["statuses"]
@@ -490,11 +492,11 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 COLUMNS = {
     name: columns.split()
     for name, columns in {
-        "many": "peer clients rate sent lost delivered_per_s p50_ms p90_ms p99_ms cpu_us.replica2 "
+        "many": "peer clients rate sent errors lost delivered_per_s p50_ms p90_ms p99_ms cpu_us.replica2 "
         "cpu_us.replica1 cpu_us.sender cpu_us.redis",
         "scale": "peer replicas rate lost p50_ms p99_ms replicas_us cpu_us.redis cpu_us.sender",
-        "http": "peer where rate sent lost p50_ms p99_ms response_p50_ms response_p99_ms cpu_us.replica1 "
-        "cpu_us.replica2 cpu_us.redis",
+        "http": "peer where rate sent errors lost p50_ms p99_ms response_p50_ms response_p99_ms "
+        "cpu_us.replica1 cpu_us.replica2 cpu_us.redis",
         "idle": "peer sessions setup_per_s rss_kib_per_session fds_before fds_held fds_after",
         "tokens": "peer sessions tokens_per_s sent tokens events lost delivered_per_s p50_ms p99_ms "
         "cpu_us.replica2 cpu_us.sender cpu_us.redis",

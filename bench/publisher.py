@@ -42,41 +42,46 @@ Streamer = Callable[[list[str], float, float], Awaitable[int]]
 
 
 async def stream_paced(
-    targets: list[str], rate: float, seconds: float, token: Callable[[int, str], Awaitable[Any]]
+    targets: list[str],
+    rate: float,
+    seconds: float,
+    streamer: Callable[[int], contextlib.AbstractAsyncContextManager[Callable[[str], Awaitable[Any]]]],
 ) -> int:
     """`rate` tokens/s to each target for `seconds`, their schedules spread over 1/rate, in 10 ms
-    ticks; one target's tokens go one after the other (awaited), the targets' concurrently. A
-    target whose previous tokens are still being sent gets the ones due meanwhile in one go."""
+    ticks. Each target has one task that streams its tokens one after the other (awaited), within
+    one `streamer(i)` (a session's context, for Switchboard) for the whole stream; a target whose
+    previous tokens are still being sent gets the ones due meanwhile in one go."""
     schedule = [(i / len(targets) / rate, i) for i in range(len(targets))]
     heapq.heapify(schedule)
     due = [0] * len(targets)
-    busy: set[int] = set()
-    running: set[asyncio.Task[None]] = set()
+    wake = [asyncio.Event() for _ in targets]
+    done = False
     sent = 0
 
-    async def drain(i: int) -> None:
+    async def stream(i: int) -> None:
         nonlocal sent
-        try:
-            while due[i]:
-                due[i] -= 1
-                await token(i, f"t{now()!r};")
-                sent += 1
-        finally:
-            busy.discard(i)
+        async with streamer(i) as token:
+            while not (done and not due[i]):
+                await wake[i].wait()
+                wake[i].clear()
+                while due[i]:
+                    due[i] -= 1
+                    await token(f"t{now()!r};")
+                    sent += 1
 
+    tasks = [asyncio.create_task(stream(i)) for i in range(len(targets))]
     start = now()
     while (elapsed := now() - start) < seconds:
         while schedule and schedule[0][0] <= elapsed:
             at, i = heapq.heappop(schedule)
             heapq.heappush(schedule, (at + 1 / rate, i))
             due[i] += 1
-            if i not in busy:
-                busy.add(i)
-                task = asyncio.create_task(drain(i))
-                running.add(task)
-                task.add_done_callback(running.discard)
+            wake[i].set()
         await asyncio.sleep(0.01)
-    await asyncio.gather(*running, return_exceptions=True)
+    done = True
+    for event in wake:
+        event.set()
+    await asyncio.gather(*tasks)
     return sent
 
 
@@ -88,17 +93,15 @@ async def switchboard_sender() -> AsyncIterator[tuple[Sender, Streamer]]:
             return await client.send_to_session(session_id, content, metadata=metadata)
 
         async def stream(targets: list[str], rate: float, seconds: float) -> int:
-            messages: dict[int, Message] = {}
-
-            async def token(i: int, text: str) -> None:
+            @contextlib.asynccontextmanager
+            async def streamer(i: int) -> AsyncIterator[Callable[[str], Awaitable[Any]]]:
+                # One streamed message per session, in its context for the whole stream.
                 async with client.session(targets[i]):
-                    await messages.setdefault(i, Message()).stream_token(text)
-
-            sent = await stream_paced(targets, rate, seconds, token)
-            for i, message in messages.items():
-                async with client.session(targets[i]):
+                    message = Message()
+                    yield message.stream_token
                     await message.send()
-            return sent
+
+            return await stream_paced(targets, rate, seconds, streamer)
 
         yield send, stream
 
@@ -115,11 +118,15 @@ async def socketio_sender() -> AsyncIterator[tuple[Sender, Streamer]]:
         return await emitter.emit("new_message", client_event(content, metadata=metadata)[1], to=sid)
 
     async def stream(targets: list[str], rate: float, seconds: float) -> int:
-        async def token(i: int, text: str) -> None:
-            payload = {"id": f"s{i}", "token": text, "isSequence": False, "isInput": False}
-            await emitter.emit("stream_token", payload, to=targets[i])
+        @contextlib.asynccontextmanager
+        async def streamer(i: int) -> AsyncIterator[Callable[[str], Awaitable[Any]]]:
+            async def token(text: str) -> None:
+                payload = {"id": f"s{i}", "token": text, "isSequence": False, "isInput": False}
+                await emitter.emit("stream_token", payload, to=targets[i])
 
-        return await stream_paced(targets, rate, seconds, token)
+            yield token
+
+        return await stream_paced(targets, rate, seconds, streamer)
 
     try:
         yield send, stream

@@ -81,8 +81,12 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int]:
 
 
 def script_commands(source: str) -> set[str]:
-    """The commands a Lua script calls (`redis.call('XADD', ...)`), lower case."""
-    return {name.lower() for name in re.findall(r"redis\.p?call\(\s*'([A-Za-z]+)'", source)}
+    """The commands a Lua script calls (`redis.call('XADD', ...)`), lower case; a script that takes
+    its publish command as an argument (`redis.call(ARGV[n], ...)`: PUBLISH or SPUBLISH) calls those."""
+    names = {name.lower() for name in re.findall(r"redis\.p?call\(\s*'([A-Za-z]+)'", source)}
+    if re.search(r"redis\.p?call\(\s*ARGV\[", source):
+        names |= {"publish", "spublish"}
+    return names
 
 
 def parse_commandstats(info: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from bus.errors import BusUnavailable
-from bus.keys import sharded
+from bus.keys import byte_count, sharded
 from bus.redis_backend import _LOST, COMMAND_RETRIES, RedisBackend, _ms, _text, bounds, parse_hosts
 
 log = logging.getLogger("switchboard.bus")
@@ -67,11 +67,20 @@ class ClusterBackend(RedisBackend):
         #: Set (with the reason) when any subscription connection is lost.
         self._lost: asyncio.Future[None] | None = None
         self._subs_lock = asyncio.Lock()
+        #: redis-py's cluster pools refuse a command past max_connections at once: wait instead.
+        self._slots = asyncio.Semaphore(max_connections)
         super().__init__(url, home_channel, timeout=timeout, max_connections=max_connections)
         self._lineage = True
 
     def _multiplexed(self) -> None:
         """The cluster client routes each command to its slot's primary itself."""
+
+    @contextlib.asynccontextmanager
+    async def _available(self) -> AsyncIterator[None]:
+        """As on one node, and at most max_connections commands at a time (the others wait, within
+        the timeout), so no node's pool runs out."""
+        async with super()._available(), self._slots:
+            yield
 
     async def _run_send(self, keys: list[str], args: list[Any]) -> Any:
         return await self._send(keys=keys, args=args)
@@ -124,7 +133,7 @@ class ClusterBackend(RedisBackend):
 
     async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
         async with self._available():
-            await self._append(keys=[key, f"{key}:bytes"], args=[value, maxlen, max_bytes, _ms(ttl)])
+            await self._append(keys=[key, byte_count(key)], args=[value, maxlen, max_bytes, _ms(ttl)])
 
     async def list_items(self, key: str) -> list[bytes]:
         async with self._available():

@@ -171,12 +171,13 @@ class Bus:
         return await self._send(envelope, durable)
 
     async def stream(self, envelope: Envelope, merge: Merge) -> Receipt | None:
-        """Send an ephemeral envelope to a session, or hold it to travel joined (by `merge`) with
-        the next ones sent within SWITCHBOARD_STREAM_COALESCE_SECONDS (then None): token streams."""
+        """Send an ephemeral envelope to a session (token streams): in the background, joined (by
+        `merge`) with the next ones while one is on its way or within SWITCHBOARD_STREAM_COALESCE_SECONDS
+        (bus/coalesce.py); then None, no receipt. Without a window: sent at once, with its receipt."""
         if not self.settings.stream_coalesce_seconds or envelope.target.kind != "session":
             return await self.send(envelope, durable=False)
-        receipt: Receipt | None = await self._streams.add(envelope, merge)
-        return receipt
+        await self._streams.add(envelope, merge)
+        return None
 
     async def _send_ephemeral(self, envelope: Envelope) -> Receipt:
         return await self._send(envelope, False)

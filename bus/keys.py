@@ -18,6 +18,11 @@ def sharded(channel: str) -> bool:
     return "{" in channel and ":replica:{" not in channel
 
 
+def byte_count(list_key: str) -> str:
+    """The running byte total of a bounded list (a thread history), in the list's own slot."""
+    return f"{list_key}:bytes"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Names under one prefix (`SWITCHBOARD_KEY_PREFIX`); see docs/configuration.md for the list."""
@@ -78,6 +83,10 @@ class Keys:
     def webhook_retry(self, scope: str) -> str:
         """The first response to one (caller, retry key), for idempotent webhook retries."""
         return f"{self.prefix}:webhook:{{{scope}}}"
+
+    def jobs(self) -> str:
+        """The job queue of the worked taskiq example (workers/taskiq_jobs.py)."""
+        return f"{self.prefix}:jobs"
 
     def webhook_rate(self, caller: str, window: int) -> str:
         return f"{self.prefix}:webhook-rate:{{{caller}}}:{window}"

@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from bus.backend import Receiver, Restored
 from bus.envelope import frame
 from bus.errors import BusUnavailable
+from bus.keys import byte_count
 from bus.multiplex import Multiplexed
 
 log = logging.getLogger("switchboard.bus")
@@ -51,7 +52,8 @@ PING_SECONDS = 1.0
 # Offsets are `<seq>-0`, contiguous, so a trimmed range is detectable. When the log is over its count,
 # bytes or age, the oldest entries go down to 99% of the count and byte limits (the newest always
 # stays): one trim every 1% of the limit instead of one per send. A new log on a record that
-# expires (a detached session) expires with it. The frame is `offset:epoch envelope` (logged) or
+# expires (a detached session) expires with it. `first` and `first_ms` are written only when they
+# change (the first append, a trim). The frame is `offset:epoch envelope` (logged) or
 # ` envelope`, as bus.envelope.frame builds it.
 # The lineage check (Sentinel, Cluster): a replica promoted after a failover has a new replication id
 # and may lack the last entries its old primary appended and published (replication is asynchronous;
@@ -86,6 +88,7 @@ local bytes = (tonumber(f[4]) or 0) + #ARGV[2]
 local first = tonumber(f[5]) or seq
 local first_ms = tonumber(f[6]) or now
 redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[2], 't', ARGV[8])
+local moved = first == seq or not f[5]
 if first == seq then
   first_ms = now
   local ttl = redis.call('PTTL', KEYS[1])
@@ -116,9 +119,14 @@ if first < seq and (seq - first + 1 > tonumber(ARGV[4]) or bytes > tonumber(ARGV
     if #batch < 32 then trimming = false end
   end
   redis.call('XTRIM', KEYS[2], 'MINID', first .. '-0')
+  moved = true
 end
-redis.call('HSET', KEYS[1], 'seq', seq, 'last_id', ARGV[7], 'log_bytes', bytes, 'first', first,
-           'first_ms', first_ms)
+if moved then
+  redis.call('HSET', KEYS[1], 'seq', seq, 'last_id', ARGV[7], 'log_bytes', bytes, 'first', first,
+             'first_ms', first_ms)
+else
+  redis.call('HSET', KEYS[1], 'seq', seq, 'last_id', ARGV[7], 'log_bytes', bytes)
+end
 local offset = seq .. '-0'
 return {offset, epoch, redis.call(ARGV[10], ARGV[1], offset .. ':' .. epoch .. ' ' .. ARGV[2])}
 """
@@ -496,7 +504,7 @@ class RedisBackend:
 
     async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
         async with self._available():
-            await self._script(self._append, [key, f"{key}:bytes"], [value, maxlen, max_bytes, _ms(ttl)])
+            await self._script(self._append, [key, byte_count(key)], [value, maxlen, max_bytes, _ms(ttl)])
 
     async def list_items(self, key: str) -> list[bytes]:
         async with self._available():

@@ -88,6 +88,20 @@ async def test_cross_replica_sends_are_authorized_per_user(
     assert (await b.aget(f"{route}/{ann.session_id}")).status_code == 401
 
 
+async def test_custom_keys_on_behalf_of_a_user_called_plainly_are_checked_too(
+    auth_replicas: Callable[[], Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = auth_replicas()
+    ann = await clients().start(a, {"token": token("ann")})
+    await ann.next("new_message", lambda m: m["output"].startswith("started"))
+    # On the replica holding ann's session, bob may neither read nor write her keys.
+    forbidden = await a.aget(f"/count-as-plain/{ann.session_id}", headers=bearer("bob"))
+    assert forbidden.status_code == 403
+    assert forbidden.json() == {"detail": "not allowed to send to this session", "sessionId": ann.session_id}
+    own = await a.aget(f"/count-as-plain/{ann.session_id}", headers=bearer("ann"))
+    assert own.status_code == 200 and own.json() == {"count": 0, "held": True}
+
+
 async def test_seed_auth_example_with_a_token_minted_in_another_process(
     auth_replicas: Callable[[], Replica],
 ) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bus import Bus, Envelope, Settings, Target
+from bus.coalesce import MAX_HELD_BYTES
 from web.protocol import join_tokens
 
 
@@ -53,8 +54,7 @@ async def test_a_first_token_goes_at_once_and_the_next_ones_travel_joined_before
 ) -> None:
     bus = slow_window
     session_id, received = await session(bus)
-    first = await bus.stream(token(session_id, "a"), join_tokens)
-    assert first is not None and first.status == "delivered"
+    assert await bus.stream(token(session_id, "a"), join_tokens) is None  # no receipt of its own
     assert [e.payload["token"] for e in await received.count(1)] == ["a"]
     for text in ("b", "c", "d"):
         assert await bus.stream(token(session_id, text), join_tokens) is None  # held
@@ -66,6 +66,29 @@ async def test_a_first_token_goes_at_once_and_the_next_ones_travel_joined_before
         ("update_message", None),
     ]
     assert bus._streams.merged == 2
+
+
+async def test_tokens_that_come_while_one_is_on_its_way_travel_joined() -> None:
+    """No window at all between sends: the tokens a producer makes while one is sent wait for it."""
+    async with Bus(Settings(stream_coalesce_seconds=1e-6)) as bus:
+        session_id, received = await session(bus)
+        for text in "abcdef":  # no await gives the first send a turn before the others come
+            await bus.stream(token(session_id, text), join_tokens)
+        await bus.send(Envelope(Target.session(session_id), "update_message", {"id": "m1"}, "test"))
+        events = await received.count(3)
+        assert [e.payload.get("token") for e in events] == ["a", "bcdef", None]
+
+
+async def test_a_held_payload_past_its_bound_makes_the_sender_wait(slow_window: Bus) -> None:
+    bus = slow_window
+    session_id, received = await session(bus)
+    big = "x" * (MAX_HELD_BYTES // 2 - 1)
+    for _ in range(4):
+        await bus.stream(token(session_id, big), join_tokens)
+    await bus.send(Envelope(Target.session(session_id), "update_message", {"id": "m1"}, "test"))
+    events = await received.count(4)
+    # The first goes alone; two fit one held envelope; the fourth waited for them and went last.
+    assert [len(e.payload.get("token", "")) for e in events] == [len(big), 2 * len(big), len(big), 0]
 
 
 async def test_tokens_of_another_message_are_not_joined_and_keep_their_order(slow_window: Bus) -> None:
@@ -120,7 +143,7 @@ async def test_closing_the_bus_sends_what_is_held() -> None:
 async def test_without_a_window_every_token_goes_alone() -> None:
     async with Bus(Settings(stream_coalesce_seconds=0)) as bus:
         session_id, received = await session(bus)
-        for text in "abc":
+        for text in "abc":  # each awaited, with its receipt
             receipt = await bus.stream(token(session_id, text), join_tokens)
             assert receipt is not None and receipt.status == "delivered"
         assert [e.payload["token"] for e in await received.count(3)] == ["a", "b", "c"]

@@ -4,7 +4,10 @@ image's command, run directly (on a loopback address), answering those probe pat
 
 import json
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +122,40 @@ def test_deploy_readme_says_what_was_run_and_what_was_not() -> None:
     text = (DEPLOY / "README.md").read_text()
     assert "What was run here" in text and "What was not run" in text
     assert Path(DEPLOY / "local" / "haproxy.cfg").exists()
+
+
+def test_the_image_build_stage_packages_the_chat_page_client(tmp_path: Path) -> None:
+    """The Dockerfile's build stage, without Docker: its COPY sources (node_modules from the client
+    stage, which ran `npm ci`) in a context of their own, then its `pip install .` as a wheel build.
+    The installed package is all the runtime stage has: it must carry the Socket.IO client."""
+    stages = (DEPLOY / "Dockerfile").read_text().split("\nFROM ")
+    build = next(stage for stage in stages if " AS build" in stage.splitlines()[0])
+    context = tmp_path / "src"
+    context.mkdir()
+    for line in build.splitlines():
+        if not line.startswith("COPY "):
+            continue
+        *sources, target = line.split()[1:]
+        if sources[0] == "--from=client":
+            sources = sources[1:]  # the client stage's /src/node_modules: this checkout's npm ci
+            sources = [Path(s).relative_to("/src").as_posix() for s in sources]
+        for source in sources:
+            destination = context if target == "./" else context / target
+            if (ROOT / source).is_dir():
+                # As a clean clone has it (.dockerignore leaves out the same): no vendored client.
+                ignored = shutil.ignore_patterns("__pycache__", "vendor")
+                shutil.copytree(ROOT / source, destination, ignore=ignored)
+            else:
+                shutil.copy(ROOT / source, destination)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = wheels.glob("switchboard-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"web/static/vendor/socket.io.min.js", "web/static/vendor/socket.io.min.js.map"} <= names

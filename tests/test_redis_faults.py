@@ -8,12 +8,14 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as redis
+import socketio
 
-from bus import Bus, Envelope, SessionNotFound, Settings, Target
+from bus import Bus, BusUnavailable, Envelope, SessionNotFound, Settings, Target
 from tests.harness import ChatClient, Replica, start_redis, start_replica
 from web import ChatServer, User, create_jwt
 from web.local import LocalSession
@@ -202,6 +204,22 @@ async def test_the_command_pool_is_bounded(
     await admin.aclose()
 
 
+async def test_commands_beyond_the_connection_bound_wait_instead_of_failing(
+    redis_url: str, prefix: str
+) -> None:
+    settings = Settings(redis_url=redis_url, key_prefix=prefix, redis_max_connections=2)
+    async with Bus(settings) as bus:
+        session_id = "p" * 24
+        await bus.registry.create(session_id, user=None, thread_id=None, resume_token="t")
+        looked_up = await asyncio.gather(*(bus.registry.get(session_id) for _ in range(200)))
+        target = Target.session(session_id)
+        receipts = await asyncio.gather(
+            *(bus.send(Envelope(target, "new_message", {"n": i}, "p")) for i in range(200))
+        )
+        assert all(record is not None for record in looked_up)
+        assert sorted(int(r.offset.split("-")[0]) for r in receipts) == list(range(1, 201))
+
+
 @pytest.fixture
 async def idle_server(redis_url: str, prefix: str) -> AsyncIterator[ChatServer]:
     async with ChatServer(
@@ -288,3 +306,73 @@ async def test_sends_to_a_dead_replicas_session_queue_then_expire(redis_url: str
                 await asyncio.sleep(0.1)
             with pytest.raises(SessionNotFound):
                 await live.send(Envelope(Target.session(session_id), "new_message", {}, "t"))
+
+
+class _Handshakes:
+    """Handshakes straight into a ChatServer on the memory bus (socket ids of our own, no sockets):
+    what the server would emit to each, and a bus whose next subscriptions fail."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self.server = server
+        self.emitted: dict[str, list[tuple[str, Any]]] = {}
+        self.failing = 0
+        self.refused_sessions: list[str] = []
+        emit, subscribe = server.sio.emit, server.bus.subscribe
+
+        async def recording_emit(event: str, data: Any = None, to: str = "", **kwargs: Any) -> None:
+            self.emitted.setdefault(to, []).append((event, data))
+            await emit(event, data, to=to, **kwargs)
+
+        async def flaky_subscribe(target: Target, handler: Any) -> None:
+            if self.failing:
+                self.failing -= 1
+                self.refused_sessions.append(target.id)
+                raise BusUnavailable("Redis did not confirm the subscription (injected)")
+            await subscribe(target, handler)
+
+        server.sio.emit = recording_emit  # type: ignore[method-assign]
+        server.bus.subscribe = flaky_subscribe  # type: ignore[method-assign]
+
+    async def connect(self, sid: str, auth: dict[str, Any]) -> dict[str, str]:
+        await self.server._on_connect(sid, {"REMOTE_ADDR": "127.0.0.1"}, auth)
+        return next(data for event, data in self.emitted[sid] if event == "session")
+
+    async def refused(self, sid: str, auth: dict[str, Any]) -> Any:
+        with pytest.raises(socketio.exceptions.ConnectionRefusedError) as refusal:
+            await self.server._on_connect(sid, {"REMOTE_ADDR": "127.0.0.1"}, auth)
+        return refusal.value.error_args
+
+
+async def _detached(server: ChatServer, session_id: str) -> None:
+    """Until the disconnect is recorded (the memory bus needs a few turns of the loop, no time)."""
+    for _ in range(1000):
+        record = await server.bus.registry.get(session_id)
+        if record is not None and not record.connected:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"the disconnect of {session_id} was never recorded")
+
+
+async def test_a_handshake_that_cannot_subscribe_leaves_the_session_as_it_was() -> None:
+    async with ChatServer(Settings(key_prefix="handshake")) as server:
+        shakes = _Handshakes(server)
+        session = await shakes.connect("sid-1", {})
+        await server._on_disconnect("sid-1")
+        await _detached(server, session["sessionId"])
+        resume = {"sessionId": session["sessionId"], "resumeToken": session["resumeToken"]}
+        # A resume whose subscription fails is refused; the token still resumes, nothing stays here.
+        shakes.failing = 1
+        refusal = await shakes.refused("sid-2", resume)
+        assert refusal["data"]["reason"] == "bus_unavailable"
+        assert "sid-2" not in server.sessions.by_sid and session["sessionId"] not in server.sessions.by_id
+        record = await server.bus.registry.resumable(session["sessionId"], session["resumeToken"])
+        assert record is not None and not record.connected
+        again = await shakes.connect("sid-3", resume)
+        assert again["sessionId"] == session["sessionId"]
+        assert server.sessions.by_sid["sid-3"].id == session["sessionId"]
+        # A new session whose subscription fails is not registered at all.
+        shakes.failing = 1
+        assert (await shakes.refused("sid-4", {}))["data"]["reason"] == "bus_unavailable"
+        assert set(server.sessions.by_sid) == {"sid-3"}
+        new_id = shakes.refused_sessions[-1]
+        assert new_id != session["sessionId"] and await server.bus.registry.get(new_id) is None

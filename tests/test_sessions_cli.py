@@ -53,7 +53,8 @@ async def test_list_show_and_tail(
     assert shown["log"]["epoch"] and shown["openAsks"] == []
     assert shown["log"] == {"first": "1-0", "last": "1-0", "length": 1, "epoch": shown["log"]["epoch"]}
     text = cli(replica_env, "show", ann.session_id).stdout
-    assert "connected to" in text and "1 entries" in text
+    assert "connected to" in text and "1 entries" in text and "not while its replica holds it" in text
+    assert "None" not in text
     missing = cli(replica_env, "show", "x" * 24)
     assert missing.returncode == 1 and "not found" in missing.stderr
 

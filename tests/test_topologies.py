@@ -76,6 +76,9 @@ test_user_addressing = across(
 )
 test_queued_job = across(test_job_queue.test_a_queued_job_streams_progress_to_a_socket_on_another_replica)
 test_stale_detach = across(test_redis_faults.test_a_stale_detach_cannot_overwrite_the_new_holder)
+test_bounded_connections = across(
+    test_redis_faults.test_commands_beyond_the_connection_bound_wait_instead_of_failing
+)
 test_dead_replica_swept = across(test_redis_faults.test_sends_to_a_dead_replicas_session_queue_then_expire)
 test_sessions_cli_list_show_tail = across(test_sessions_cli.test_list_show_and_tail)
 test_broadcast = across(

@@ -72,7 +72,12 @@ INTERNALS = (
     "instance attributes socket_id, emit, emit_call, restored, thread_queues, mcp_sessions, language, "
     "config (set by the stand-in, which skips __init__)",
     "chainlit.session.BaseSession.__init__(id, client_type, thread_id, user, token, user_env, "
-    "environ, chat_profile)",
+    "environ, chat_profile), which gives a session without a thread a placeholder thread id (a str)",
+    "WebsocketSession.delete(): a coroutine that forgets the session (a refused cross-replica restore)",
+    "the emit_call closure Chainlit's connect handler gives a session (chainlit/socket.py): "
+    "emit_call_fn(event, data, timeout)",
+    "Chainlit calls WebsocketSession.get_by_id directly from its own modules (chainlit.*), so the "
+    "calling frame tells its lookups from the app's",
     "chainlit.context.init_ws_context(session_or_sid): a WebsocketSession instance is used as given",
     "chainlit.emitter.ChainlitEmitter.emit / emit_call: properties reading session.emit / emit_call; "
     "an ask's timeout is socketio.exceptions.TimeoutError",
@@ -141,6 +146,19 @@ def check_chainlit(*, server: bool = True) -> None:
     )
     need(callable(getattr(WebsocketSession, "get_config", None)), "WebsocketSession.get_config")
     need(
+        inspect.iscoroutinefunction(getattr(WebsocketSession, "delete", None)),
+        "coroutine WebsocketSession.delete()",
+    )
+    probe = object.__new__(BaseSession)
+    with contextlib.suppress(Exception):
+        BaseSession.__init__(
+            probe, id="probe", client_type="webapp", thread_id=None, user=None, token=None, user_env={}
+        )
+    need(
+        isinstance(getattr(probe, "thread_id", None), str) and bool(probe.thread_id),
+        "BaseSession.__init__ giving a session without a thread a placeholder thread id",
+    )
+    need(
         _has_params(getattr(cl_context, "init_ws_context", None), "session_or_sid"),
         "chainlit.context.init_ws_context(session_or_sid)",
     )
@@ -166,6 +184,13 @@ def check_chainlit(*, server: bool = True) -> None:
             "Chainlit's socket handler connect(sid, environ, auth)",
         )
         need(_has_params(handlers.get("disconnect"), "sid"), "Chainlit's socket handler disconnect(sid)")
+        import chainlit.socket as cl_socket
+
+        source = inspect.getsource(cl_socket)
+        need(
+            "def emit_call_fn(event" in source and "data, timeout)" in source,
+            "chainlit/socket.py's emit_call_fn(event, data, timeout)",
+        )
     if problems:
         raise ChainlitIncompatible(
             f"Chainlit {CHAINLIT_VERSION} is installed, but the Switchboard bridge is tested with "

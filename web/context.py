@@ -35,6 +35,10 @@ class Context:
         self.session = session
         self._user, self._thread_id, self._acting = user, thread_id, acting
         self._checked = session is None
+        if session is not None and session.resolved and acting is not None:
+            # Held here: checked now, so not even the session's custom keys are reached unchecked.
+            session.authorize(acting)
+            self._checked = True
 
     @property
     def user(self) -> User | None:

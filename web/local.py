@@ -153,6 +153,12 @@ class LocalSessions:
                 self._by_user.pop(local.user.identifier, None)
                 await self._bus.unsubscribe(Target("user", local.user.identifier))
 
+    async def release(self, local: LocalSession) -> None:
+        """Forget a session whose handshake failed: its socket, its channels."""
+        self.by_sid.pop(local.sid, None)
+        if self.by_id.get(local.id) is local:
+            await self.detach(local)
+
     def end_after_grace(self, local: LocalSession, end: Callable[[], Awaitable[None]]) -> None:
         """Record the disconnect, then run `end` (on_chat_end) and delete the session unless it
         resumes within its grace period."""

@@ -122,15 +122,32 @@ class ChatServer:
             owner = record.user.get("identifier") if record.user else None
             if owner != (user.identifier if user else None):
                 raise _refused("session_of_another_user", "this session belongs to another user")
-            local = await self._resume(sid, record, resume_token)
+            local = await self._resume(sid, record)
             # Replay from what the client says it has, else from what it last acknowledged.
             last_offset, last_epoch = auth.get("lastOffset"), auth.get("lastEpoch")
             epoch = last_epoch if isinstance(last_epoch, str) and len(last_epoch) <= 32 else None
             local.mailbox.hold(last_offset if valid_offset(last_offset) else local.mailbox.acked, epoch)
+            claim = functools.partial(self.bus.registry.attach, record.id, resume_token)
         else:
-            local = await self._create(sid, user, auth.get("threadId"), resume_token)
+            local = await self._create(sid, user, auth.get("threadId"))
+            claim = functools.partial(
+                self.bus.registry.create,
+                local.id,
+                user=user.to_dict() if user else None,
+                thread_id=local.thread_id,
+                resume_token=resume_token,
+            )
         local.token_hash = token_hash(resume_token)
-        await self.sessions.attach(local)
+        try:
+            # The channel first, then the registry: a handshake that fails on the way leaves the
+            # session as it was (a resume keeps its token) and nothing of it here.
+            await self.sessions.attach(local)
+            await claim()
+        except BusUnavailable:
+            await self.sessions.release(local)
+            if record is not None:  # if it was held here, its old socket is gone: record that
+                self.sessions.end_after_grace(local, lambda: end_hook(local))
+            raise
         # Emitted from the connect handler, this is queued before any other event for the socket.
         await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
         if record is not None:
@@ -176,15 +193,11 @@ class ChatServer:
             asked=asked,
         )
 
-    async def _create(self, sid: str, user: User | None, thread_id: Any, resume_token: str) -> LocalSession:
+    async def _create(self, sid: str, user: User | None, thread_id: Any) -> LocalSession:
         thread_id = await data.choose_thread(self.bus, thread_id, user.identifier if user else None)
-        local = self._held(secrets.token_urlsafe(18), sid, user, thread_id)
-        await self.bus.registry.create(
-            local.id, user=user.to_dict() if user else None, thread_id=thread_id, resume_token=resume_token
-        )
-        return local
+        return self._held(secrets.token_urlsafe(18), sid, user, thread_id)
 
-    async def _resume(self, sid: str, record: SessionRecord, resume_token: str) -> LocalSession:
+    async def _resume(self, sid: str, record: SessionRecord) -> LocalSession:
         self.sessions.cancel_ending(record.id)
         previous = self.sessions.by_id.get(record.id)
         if previous is not None:
@@ -198,7 +211,6 @@ class ChatServer:
                 await self.bus.publish(
                     Envelope(Target.session(record.id), TAKEOVER, payload, payload["replica"])
                 )
-        await self.bus.registry.attach(record.id, resume_token)
         user = User.from_dict(record.user) if record.user else None
         return self._held(record.id, sid, user, record.thread_id, state=state, acked=acked)
 

@@ -239,7 +239,7 @@ def _print_show(found: dict[str, Any], as_json: bool) -> None:
         f" (last replica {found['replica']})",
         f"created    {_when(found['createdAt'])}",
         f"last seen  {_when(found['lastSeen'])}",
-        f"expires in {found['expiresInSeconds']}s",
+        f"expires    {_expiry(found['expiresInSeconds'])}",
         f"log        {log['length']} entries, first {log['first'] or '-'}, last {log['last']};"
         f" acked {found['acked']}",
         f"data keys  {', '.join(found['dataKeys']) or '-'}",
@@ -247,6 +247,11 @@ def _print_show(found: dict[str, Any], as_json: bool) -> None:
     ]
     lines += [f"  - {a['question']!r} (until {_when(a['deadline'] or 0)})" for a in found["openAsks"]]
     print("\n".join(lines))
+
+
+def _expiry(seconds: float | None) -> str:
+    """A connected session's record has no time to live: it lasts while its replica beats."""
+    return f"in {seconds}s" if seconds is not None else "not while its replica holds it"
 
 
 def _print_event(entry: dict[str, Any], as_json: bool) -> None:

@@ -14,6 +14,7 @@ from taskiq import AsyncBroker, TaskiqEvents, TaskiqState
 from taskiq_redis import ListQueueBroker, ListQueueClusterBroker, ListQueueSentinelBroker
 
 from bus import get_settings
+from bus.keys import Keys
 from web import Message
 from workers.client import Client
 
@@ -33,7 +34,7 @@ def _broker(url: str, queue: str) -> AsyncBroker:
 
 
 _settings = get_settings()
-broker = _broker(_settings.redis_url or "redis://127.0.0.1:6379/0", f"{_settings.key_prefix}:jobs")
+broker = _broker(_settings.redis_url or "redis://127.0.0.1:6379/0", Keys(_settings.key_prefix).jobs())
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)

@@ -9,8 +9,9 @@
 //            sender's `t`), first and last arrival, sockets still connected, disconnect reasons
 //   close    disconnect every socket, then print CLOSED {json}
 //   quit
-// A `new_message` carries its send time in metadata.t; a `stream_token` carries one or more tokens
-// "t<seconds>;" (several when the server coalesced them), each with its own send time.
+// A `new_message` carries its send time in metadata.t; a `stream_token` (or the `stream_start` of a
+// stream, whose content is its first token) carries one or more tokens "t<seconds>;" (several when
+// they were coalesced), each with its own send time.
 "use strict";
 const fs = require("node:fs");
 const { io } = require("socket.io-client");
@@ -62,14 +63,17 @@ async function main() {
         received += 1;
         latencies.push(t - data.metadata.t);
       });
-      socket.on("stream_token", (data) => {
+      const tokens = (text) => {
         const t = now();
         arrived(t);
         tokenEvents += 1;
-        for (const part of data.token.split(";")) {
+        for (const part of text.split(";")) {
           if (part.startsWith("t")) tokenLatencies.push(t - Number(part.slice(1)));
         }
-      });
+      };
+      socket.on("stream_token", (data) => tokens(data.token));
+      // Switchboard's Message.stream_token starts a stream with its first token as the content.
+      socket.on("stream_start", (data) => tokens(data.output));
       socket.on("disconnect", (reason) => {
         disconnects[reason] = (disconnects[reason] || 0) + 1;
       });

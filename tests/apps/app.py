@@ -119,6 +119,21 @@ async def hello_as_plain(session_id: str, current_user: User = Depends(authentic
     return {"sent": session_id}
 
 
+@app.get("/count-as-plain/{session_id}")
+async def count_as_plain(
+    session_id: str,
+    current_user: User = Depends(authenticate_user),  # noqa: B008
+) -> dict[str, object]:
+    """A session's custom key on behalf of a user, called plainly: only the user's own session."""
+    init_ws_context(session_id, user=current_user)
+    try:
+        count = user_session.get("count")
+    except SessionDataUnavailable:
+        return {"count": None, "held": False}
+    user_session.set("count", (count or 0) + 1000)
+    return {"count": count, "held": True}
+
+
 @app.get("/ask/{session_id}")
 async def ask(session_id: str, timeout: float = 10) -> dict[str, object]:
     """Ask the session's user a question from whichever replica serves the request."""
