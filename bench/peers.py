@@ -87,10 +87,17 @@ class Peer:
     streams: bool = True
 
 
+#: uvicorn compresses websocket messages by default (permessage-deflate); Socket.IO on Node does not
+#: (its `perMessageDeflate` defaults to false). Off for all three peers, like with like (`--deflate`
+#: turns it on for the Python ones).
+DEFLATE = ["--ws-per-message-deflate", "false"]
+
+
 def _uvicorn(app: str, port: int) -> list[str]:
     # The same options for both Python peers: uvicorn's defaults (uvloop, its websocket protocol).
     host = ["--host", "127.0.0.1", "--port", str(port)]
-    return [sys.executable, "-m", "uvicorn", app, *host, "--log-level", "warning", "--no-access-log"]
+    quiet = ["--log-level", "warning", "--no-access-log"]
+    return [sys.executable, "-m", "uvicorn", app, *host, *quiet, *DEFLATE]
 
 
 def _switchboard_env(redis_url: str, prefix: str) -> dict[str, str]:
@@ -509,7 +516,10 @@ def main() -> None:
     parser.add_argument("--workloads", default="many,scale,http,idle,tokens")
     parser.add_argument("--peers", default="python-socketio,switchboard,node")
     parser.add_argument("--quick", action="store_true", help="short phases, fewer sessions")
+    parser.add_argument("--deflate", action="store_true", help="uvicorn's websocket compression on")
     args = parser.parse_args()
+    if args.deflate:
+        DEFLATE[:] = []
     args.seconds, args.warmup, args.blast = (3, 1, 3000) if args.quick else (6, 2, 20000)
     args.many_clients = [100, 1000]
     args.rates = [1000, 2000, 4000]

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -32,7 +32,16 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 
 from bus.errors import BusUnavailable
 from bus.keys import byte_count, sharded
-from bus.redis_backend import _LOST, COMMAND_RETRIES, RedisBackend, _ms, _text, bounds, parse_hosts
+from bus.redis_backend import (
+    _LOST,
+    COMMAND_RETRIES,
+    Bounded,
+    RedisBackend,
+    as_text,
+    bounds,
+    millis,
+    parse_hosts,
+)
 
 log = logging.getLogger("switchboard.bus")
 
@@ -75,12 +84,10 @@ class ClusterBackend(RedisBackend):
     def _multiplexed(self) -> None:
         """The cluster client routes each command to its slot's primary itself."""
 
-    @contextlib.asynccontextmanager
-    async def _available(self) -> AsyncIterator[None]:
+    def _available(self) -> Bounded:
         """As on one node, and at most max_connections commands at a time (the others wait, within
         the timeout), so no node's pool runs out."""
-        async with super()._available(), self._slots:
-            yield
+        return Bounded(self, self._slots)
 
     async def _run_send(self, keys: list[str], args: list[Any]) -> Any:
         return await self._send(keys=keys, args=args)
@@ -105,7 +112,7 @@ class ClusterBackend(RedisBackend):
             if ttl is None:
                 pipe.persist(key)
             else:
-                pipe.pexpire(key, _ms(ttl))
+                pipe.pexpire(key, millis(ttl))
             await pipe.execute()
 
     async def hash_set_if(
@@ -114,7 +121,7 @@ class ClusterBackend(RedisBackend):
         pairs = [item for pair in fields.items() for item in pair]
         async with self._available():
             done = await self._set_if(
-                keys=[key], args=[field, expected, 0 if ttl is None else _ms(ttl), *pairs]
+                keys=[key], args=[field, expected, 0 if ttl is None else millis(ttl), *pairs]
             )
         return bool(done)
 
@@ -125,7 +132,7 @@ class ClusterBackend(RedisBackend):
             else:
                 values: list[Any] = await self._commands.hmget(key, fields)
                 found = dict(zip(fields, values, strict=True))
-        return {_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
+        return {as_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
 
     async def hash_delete(self, key: str, field: str) -> None:
         async with self._available():
@@ -133,7 +140,7 @@ class ClusterBackend(RedisBackend):
 
     async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
         async with self._available():
-            await self._append(keys=[key, byte_count(key)], args=[value, maxlen, max_bytes, _ms(ttl)])
+            await self._append(keys=[key, byte_count(key)], args=[value, maxlen, max_bytes, millis(ttl)])
 
     async def list_items(self, key: str) -> list[bytes]:
         async with self._available():
@@ -151,16 +158,16 @@ class ClusterBackend(RedisBackend):
     async def set_members(self, key: str) -> list[str]:
         async with self._available():
             members = await self._commands.smembers(key)
-        return sorted(_text(m) for m in members)
+        return sorted(as_text(m) for m in members)
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
         async with self._available():
-            previous = await self._commands.set(key, value, px=_ms(ttl), nx=True, get=True)
+            previous = await self._commands.set(key, value, px=millis(ttl), nx=True, get=True)
         return previous if isinstance(previous, bytes) else None
 
     async def store(self, key: str, value: bytes, ttl: float) -> None:
         async with self._available():
-            await self._commands.set(key, value, px=_ms(ttl))
+            await self._commands.set(key, value, px=millis(ttl))
 
     async def get(self, key: str) -> bytes | None:
         async with self._available():
@@ -170,7 +177,7 @@ class ClusterBackend(RedisBackend):
     async def count(self, key: str, ttl: float) -> int:
         async with self._available(), self._commands.pipeline(transaction=True) as pipe:
             pipe.incr(key)
-            pipe.pexpire(key, _ms(ttl), nx=True)
+            pipe.pexpire(key, millis(ttl), nx=True)
             value, _ = await pipe.execute()
         return int(value)
 
@@ -180,7 +187,7 @@ class ClusterBackend(RedisBackend):
                 if ttl is None:
                     pipe.persist(key)
                 else:
-                    pipe.pexpire(key, _ms(ttl))
+                    pipe.pexpire(key, millis(ttl))
             await pipe.execute()
 
     async def delete(self, *keys: str) -> None:
@@ -230,6 +237,7 @@ class ClusterBackend(RedisBackend):
                 socket_connect_timeout=self._connect_timeout,
                 socket_keepalive=True,
                 retry=Retry(NoBackoff(), 0),
+                protocol=2,
                 **self._auth,
             )
             self._node_clients[node.name] = client

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -184,18 +186,20 @@ def _clients(url: str, timeout: float, max_connections: int) -> tuple[redis.Redi
     common: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_keepalive": True}
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES)
     # The subscriber connection does not reconnect by itself: _listen does, so it can count
-    # reconnections and re-subscribe exactly the channels this process holds.
+    # reconnections and re-subscribe exactly the channels this process holds. It speaks RESP2, whose
+    # pub/sub messages are plain arrays (RESP3's pushes take a slower path through redis-py).
     once = Retry(NoBackoff(), 0)
     parts = urlsplit(url)
     if parts.scheme != "redis+sentinel":
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout, retry=retry, **common
         )
-        return redis.Redis(connection_pool=pool), redis.Redis.from_url(url, retry=once, **common)
+        subscriber = redis.Redis.from_url(url, retry=once, protocol=2, **common)
+        return redis.Redis(connection_pool=pool), subscriber
     hosts, db, service, auth = parse_sentinel_url(url)
     sentinel = Sentinel(hosts, sentinel_kwargs={**common, **auth}, **common)  # type: ignore[no-untyped-call]
     commands = sentinel.master_for(service, db=db, retry=retry, max_connections=max_connections, **auth)
-    return commands, sentinel.master_for(service, db=db, retry=once, **auth)
+    return commands, sentinel.master_for(service, db=db, retry=once, protocol=2, **auth)
 
 
 class RedisBackend:
@@ -227,18 +231,9 @@ class RedisBackend:
         for tools that read Redis directly (`switchboard sessions`)."""
         return self._commands
 
-    @contextlib.asynccontextmanager
-    async def _available(self) -> AsyncIterator[None]:
+    def _available(self) -> Bounded:
         """Bound a command by the timeout; any failure of Redis is BusUnavailable."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                yield
-        except TimeoutError:
-            raise BusUnavailable(f"Redis did not answer within {self._timeout:g}s") from None
-        except _LOST as exc:
-            if isinstance(exc, ResponseError) and _NOT_PRIMARY.search(str(exc)):
-                await self._primary_moved()
-            raise BusUnavailable(f"Redis is unavailable: {exc.__class__.__name__}: {exc}") from exc
+        return Bounded(self)
 
     def _clients(self, url: str, timeout: float, max_connections: int) -> tuple[Any, Any]:
         """(commands, subscriber) clients for `url`."""
@@ -356,7 +351,7 @@ class RedisBackend:
         if result is None:
             return None
         offset, epoch, receivers = result
-        return _text(offset), _text(epoch), int(receivers)
+        return as_text(offset), as_text(epoch), int(receivers)
 
     async def _run_send(self, keys: list[str], args: list[Any]) -> Any:
         return await self._script(self._send, keys, args)
@@ -369,7 +364,7 @@ class RedisBackend:
         for offset, fields in entries:
             values = _mapping(fields)
             if b"e" in values:
-                found.append((_text(offset), values[b"e"]))
+                found.append((as_text(offset), values[b"e"]))
         return found
 
     async def _xrange(self, key: str, start: str, count: int) -> list[Any]:
@@ -437,34 +432,45 @@ class RedisBackend:
 
     async def _receive_until_lost(self, pubsub: PubSub) -> None:
         """Dispatch what the subscription connection receives, every reply already buffered in one
-        go (redis-py's parser reads it without waiting); a subscription quiet for PING_SECONDS is
-        pinged, and one that stays silent for 3x that (a stalled Redis, a black-holed network)
-        counts as lost. Replies are read from the connection itself: PubSub.get_message would add
-        a health check, a retry wrapper and a message dict per message."""
+        go (redis-py's parser reads it without waiting). Replies are read from the connection itself,
+        with no time limit per read: PubSub.get_message would add a health check, a retry wrapper, a
+        timer and a message dict per message. A watchdog pings a subscription quiet for PING_SECONDS
+        and closes one that stays silent for 3x that (a stalled Redis, a black-holed network)."""
         connection: Any = pubsub.connection  # set by the first subscribe
-        heard = time.monotonic()
-        while True:
-            reply = await connection.read_response(
-                timeout=PING_SECONDS, disconnect_on_error=False, push_request=True
-            )
-            now = time.monotonic()
-            if reply is not None:
-                heard = now
+        heard = [time.monotonic()]  # when this connection last received anything
+        watchdog = asyncio.ensure_future(self._watch(pubsub, heard))
+        try:
+            while True:
+                reply = await connection.read_response(
+                    timeout=math.inf, disconnect_on_error=False, push_request=True
+                )
+                heard[0] = time.monotonic()
                 await self._dispatch(reply)
-            elif now - heard > 3 * PING_SECONDS:
-                raise TimeoutError(f"no answer from Redis on the subscription for {now - heard:.1f}s")
-            elif now - heard >= PING_SECONDS:
-                async with asyncio.timeout(self._timeout):
-                    await pubsub.ping()
+        finally:
+            watchdog.cancel()
+
+    async def _watch(self, pubsub: PubSub, heard: list[float]) -> None:
+        while True:
+            await asyncio.sleep(PING_SECONDS)
+            quiet = time.monotonic() - heard[0]
+            if quiet > 3 * PING_SECONDS:
+                log.warning("no answer from Redis on the subscription for %.1fs: closing it", quiet)
+                connection: Any = pubsub.connection
+                await connection.disconnect(nowait=True)
+                return
+            if quiet >= PING_SECONDS:
+                with contextlib.suppress(*_LOST):
+                    async with asyncio.timeout(self._timeout):
+                        await pubsub.ping()
 
     async def _dispatch(self, reply: list[Any]) -> None:
         """One pub/sub reply: [b"message", channel, data], [b"subscribe", channel, count], a pong..."""
         kind = reply[0]
         if kind == b"message":
             assert self._receiver is not None
-            await self._receiver(_text(reply[1]), reply[2])
+            await self._receiver(as_text(reply[1]), reply[2])
         elif kind == b"subscribe":
-            name = _text(reply[1])
+            name = as_text(reply[1])
             if self._restoring is not None:
                 self._restoring.discard(name)
                 if not self._restoring:
@@ -479,14 +485,14 @@ class RedisBackend:
                     break
 
     async def hash_set(self, key: str, fields: Mapping[str, bytes], ttl: float | None) -> None:
-        expiry = ("PERSIST", key) if ttl is None else ("PEXPIRE", key, _ms(ttl))
+        expiry = ("PERSIST", key) if ttl is None else ("PEXPIRE", key, millis(ttl))
         async with self._available():
             await self._transaction(("HSET", key, *_pairs(fields)), expiry)
 
     async def hash_set_if(
         self, key: str, field: str, expected: bytes, fields: Mapping[str, bytes], ttl: float | None
     ) -> bool:
-        args = [field, expected, 0 if ttl is None else _ms(ttl), *_pairs(fields)]
+        args = [field, expected, 0 if ttl is None else millis(ttl), *_pairs(fields)]
         async with self._available():
             return bool(await self._script(self._set_if, [key], args))
 
@@ -496,7 +502,7 @@ class RedisBackend:
                 found = _mapping(await self._run("HGETALL", key))
             else:
                 found = dict(zip(fields, await self._run("HMGET", key, *fields), strict=True))
-        return {_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
+        return {as_text(k): v for k, v in found.items() if isinstance(v, bytes)} or None
 
     async def hash_delete(self, key: str, field: str) -> None:
         async with self._available():
@@ -504,7 +510,7 @@ class RedisBackend:
 
     async def list_append(self, key: str, value: bytes, *, maxlen: int, max_bytes: int, ttl: float) -> None:
         async with self._available():
-            await self._script(self._append, [key, byte_count(key)], [value, maxlen, max_bytes, _ms(ttl)])
+            await self._script(self._append, [key, byte_count(key)], [value, maxlen, max_bytes, millis(ttl)])
 
     async def list_items(self, key: str) -> list[bytes]:
         async with self._available():
@@ -522,16 +528,16 @@ class RedisBackend:
     async def set_members(self, key: str) -> list[str]:
         async with self._available():
             members = await self._run("SMEMBERS", key)
-        return sorted(_text(m) for m in members)
+        return sorted(as_text(m) for m in members)
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes | None:
         async with self._available():
-            previous = await self._run("SET", key, value, "PX", _ms(ttl), "NX", "GET")
+            previous = await self._run("SET", key, value, "PX", millis(ttl), "NX", "GET")
         return previous if isinstance(previous, bytes) else None
 
     async def store(self, key: str, value: bytes, ttl: float) -> None:
         async with self._available():
-            await self._run("SET", key, value, "PX", _ms(ttl))
+            await self._run("SET", key, value, "PX", millis(ttl))
 
     async def get(self, key: str) -> bytes | None:
         async with self._available():
@@ -540,11 +546,11 @@ class RedisBackend:
 
     async def count(self, key: str, ttl: float) -> int:
         async with self._available():
-            value, _ = await self._transaction(("INCR", key), ("PEXPIRE", key, _ms(ttl), "NX"))
+            value, _ = await self._transaction(("INCR", key), ("PEXPIRE", key, millis(ttl), "NX"))
         return int(value)
 
     async def expire(self, keys: Iterable[str], ttl: float | None) -> None:
-        commands = [("PERSIST", key) if ttl is None else ("PEXPIRE", key, _ms(ttl)) for key in keys]
+        commands = [("PERSIST", key) if ttl is None else ("PEXPIRE", key, millis(ttl)) for key in keys]
         if commands:
             async with self._available():
                 await self._batch(commands)
@@ -555,16 +561,49 @@ class RedisBackend:
 
     async def server_id(self) -> str:
         async with self._available():
-            info = _text(await self._run("INFO", "server"))
+            info = as_text(await self._run("INFO", "server"))
         found = re.search(r"^run_id:(\w+)", info, re.MULTILINE)
         return found[1] if found else ""
+
+
+class Bounded:
+    """`async with backend._available():` a command bounded by the timeout, any failure of Redis
+    BusUnavailable (a class, not a generator: it wraps every command)."""
+
+    __slots__ = ("_backend", "_slots", "_timeout")
+
+    def __init__(self, backend: RedisBackend, slots: asyncio.Semaphore | None = None) -> None:
+        self._backend = backend
+        #: At most this many commands at a time (the others wait, within the timeout).
+        self._slots = slots
+        self._timeout = asyncio.timeout(backend._timeout)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+        if self._slots is not None:
+            await self._slots.acquire()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._slots is not None:
+            self._slots.release()
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            raise BusUnavailable(f"Redis did not answer within {self._backend._timeout:g}s") from None
+        if exc is None or not isinstance(exc, _LOST):
+            return
+        if isinstance(exc, ResponseError) and _NOT_PRIMARY.search(str(exc)):
+            await self._backend._primary_moved()
+        raise BusUnavailable(f"Redis is unavailable: {exc.__class__.__name__}: {exc}") from exc
 
 
 def bounds(epoch: bytes | None, seq: bytes | None, first: bytes | None) -> tuple[str, str, str]:
     """Transport.log_bounds from the record's `epoch`, `seq` and `first` fields."""
     last = int(seq or 0)
     kept = first is not None and int(first) <= last
-    return (f"{int(first or 0)}-0" if kept else ""), f"{last}-0", _text(epoch or b"")
+    return (f"{int(first or 0)}-0" if kept else ""), f"{last}-0", as_text(epoch or b"")
 
 
 def _mapping(reply: Any) -> dict[Any, Any]:
@@ -576,9 +615,9 @@ def _pairs(fields: Mapping[str, bytes]) -> list[str | bytes]:
     return [item for pair in fields.items() for item in pair]
 
 
-def _ms(seconds: float) -> int:
+def millis(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

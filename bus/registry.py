@@ -9,6 +9,7 @@ open questions expire a grace period after the disconnect.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -91,6 +92,9 @@ class SessionRegistry:
         self._replica = settings.replica_id
         #: What the last beat saw: (the server's identity, whether our beat was there).
         self._server: str | None = None
+        #: Other replicas' last beats as read recently (monotonic time read, beat): a lookup of a
+        #: session held elsewhere needs no second round trip while the reading is fresh.
+        self._beats: dict[str, tuple[float, float | None]] = {}
 
     @property
     def dead_after(self) -> float:
@@ -122,8 +126,11 @@ class SessionRegistry:
             "epoch": new_epoch().encode(),
             "seq": b"0",
         }
-        await self._store.hash_set(self._keys.session(held.id), fields, None)
-        await self._store.set_add(self._keys.replica_sessions(self._replica), held.id)
+        # Independent writes, together: on Redis one round trip (bus/multiplex.py).
+        await asyncio.gather(
+            self._store.hash_set(self._keys.session(held.id), fields, None),
+            self._store.set_add(self._keys.replica_sessions(self._replica), held.id),
+        )
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The session's record, or None if it never existed or has expired."""
@@ -171,9 +178,11 @@ class SessionRegistry:
             "connected": b"1",
             "last_seen": str(time.time()).encode(),
         }
-        await self._store.hash_set(self._keys.session(session_id), fields, None)
-        await self._store.expire(self._companions(session_id), None)
-        await self._store.set_add(self._keys.replica_sessions(self._replica), session_id)
+        await asyncio.gather(
+            self._store.hash_set(self._keys.session(session_id), fields, None),
+            self._store.expire(self._companions(session_id), None),
+            self._store.set_add(self._keys.replica_sessions(self._replica), session_id),
+        )
 
     async def detach(self, session_id: str, data: bytes, acked: str) -> bool:
         """Record a disconnect, unless another replica holds the session now (then False): the
@@ -277,8 +286,18 @@ class SessionRegistry:
         return swept
 
     async def _last_beat(self, replica: str) -> float | None:
+        """A replica's last beat, read at most once per a fifth of the beat interval (a dead replica
+        is then noticed that much later, against DEAD_AFTER_BEATS intervals)."""
+        now = time.monotonic()
+        cached = self._beats.get(replica)
+        if cached is not None and now - cached[0] < self._beat_every / 5:
+            return cached[1]
         found = (await self._store.hash_get(self._keys.replicas(), [replica]) or {}).get(replica)
-        return _float(found) if found is not None else None
+        beat = _float(found) if found is not None else None
+        if len(self._beats) > 1024:
+            self._beats.clear()  # replicas come and go; the readings are cheap to take again
+        self._beats[replica] = (now, beat)
+        return beat
 
 
 def _float(raw: bytes) -> float:

@@ -44,6 +44,8 @@ class PerMinute:
 class TokenBucket:
     """`rate` events a second on average, bursts of up to `burst` (rate 0: no limit)."""
 
+    __slots__ = ("_stamp", "_tokens", "_told_until", "burst", "rate")
+
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
         self._tokens = float(burst)
@@ -107,14 +109,19 @@ def retry_after_ms(seconds: float) -> int:
 class HookQueue:
     """Runs one session's hook calls one at a time, in arrival order; at most `size` wait."""
 
+    __slots__ = ("_runner", "_size", "_spawn", "_waiting")
+
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]], size: int) -> None:
         self._spawn = spawn
         self._size = size
-        self._waiting: deque[Callable[[], Awaitable[None]]] = deque()
+        #: Made on the first call: an idle session holds no queue (a deque is 600 bytes).
+        self._waiting: deque[Callable[[], Awaitable[None]]] | None = None
         self._runner: asyncio.Task[Any] | None = None
 
     def submit(self, run: Callable[[], Awaitable[None]]) -> bool:
         """Queue `run`; False (nothing queued) when the queue is full."""
+        if self._waiting is None:
+            self._waiting = deque()
         if len(self._waiting) >= self._size:
             return False
         self._waiting.append(run)
@@ -131,10 +138,10 @@ class HookQueue:
 
     def drop_waiting(self) -> None:
         """The socket left: calls not started yet never run (the one running finishes)."""
-        self._waiting.clear()
+        self._waiting = None
 
     def cancel(self) -> None:
         """The session ended: nothing of it runs any more."""
-        self._waiting.clear()
+        self._waiting = None
         if self._runner is not None:
             self._runner.cancel()

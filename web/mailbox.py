@@ -38,6 +38,21 @@ MAX_PENDING = 1000
 
 
 class Mailbox:
+    __slots__ = (
+        "_bus",
+        "_drained",
+        "_emit_event",
+        "_show_ask",
+        "acked",
+        "epoch",
+        "last_offset",
+        "open",
+        "pending",
+        "replay_again",
+        "replaying",
+        "session_id",
+    )
+
     def __init__(
         self,
         session_id: str,
