@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,42 @@ APPS = Path(__file__).resolve().parent / "apps"
 STARTUP_TIMEOUT = 30.0
 
 
+#: Every subprocess of this run, and the secrets the run used (keys from the environments it gave
+#: them, the tokens its clients presented, the resume tokens they were given): when the run ends,
+#: tests/conftest.py searches every process's output for any of them, and for anything shaped like
+#: a JWT. A secret in a log fails the run.
+STARTED: list[Process] = []
+SECRETS: set[str] = set()
+_SECRET_VARIABLES = re.compile(r"SWITCHBOARD_.*(SECRET|PASSWORD|TOKEN)")
+
+
+def remember_secrets(env: dict[str, str]) -> None:
+    for name, value in env.items():
+        if _SECRET_VARIABLES.fullmatch(name):
+            SECRETS.update(part for part in re.split(r"[\s,]+", value) if len(part) >= 16)
+
+
+#: A JWT (header.payload.signature, base64url), wherever it appears; and the words a secret can be.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+_WORD = re.compile(r"[A-Za-z0-9_+/-]{16,}=*")
+
+
+def leaks(processes: list[Process]) -> list[str]:
+    """The processes whose output holds one of the run's SECRETS or any JWT (but those meant to print
+    one), each with what was found."""
+    found = set()
+    for process in processes:
+        if process.prints_secrets:
+            continue
+        output = process.output()
+        words = {word for match in _WORD.findall(output) for word in (match, match.rstrip("="))}
+        if words & SECRETS:
+            found.add(f"{process.name}: a secret or token of this run")
+        if _JWT.search(output):
+            found.add(f"{process.name}: a JWT")
+    return sorted(found)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,9 +80,14 @@ class Process:
         name: str = "",
         stdin: bool = False,
         cwd: Path = ROOT,
+        prints_secrets: bool = False,
     ) -> None:
         self.name = name or Path(args[0]).name
         self.lines: list[str] = []
+        #: Its output is meant to hold a secret (a token-minting command): not searched for leaks.
+        self.prints_secrets = prints_secrets
+        STARTED.append(self)
+        remember_secrets(env or {})
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             args,
@@ -210,6 +252,7 @@ class ChatClient:
             self.events.append((event, data))
             if event == "session":
                 self.session_id, self.resume_token = data["sessionId"], data["resumeToken"]
+                SECRETS.add(self.resume_token)
             if event == "log_reset":
                 self.last_offset, self.epoch = "0-0", data["epoch"]
             offset = data.get("offset") if isinstance(data, dict) else None
@@ -220,6 +263,9 @@ class ChatClient:
     async def connect(
         self, replica: Replica, auth: dict[str, Any] | None = None, headers: dict[str, str] | None = None
     ) -> ChatClient:
+        for value in [(auth or {}).get("token"), (headers or {}).get("Authorization")]:
+            if isinstance(value, str) and len(value) >= 16:
+                SECRETS.add(value.removeprefix("Bearer "))
         await self.sio.connect(
             replica.url,
             socketio_path=replica.socketio_path,

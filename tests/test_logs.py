@@ -11,6 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from bus import Settings
+from tests import harness
 from tests.harness import ChatClient, Process, Replica
 from web import User, create_jwt
 from web.logs import Redactor
@@ -81,3 +82,19 @@ def test_the_redactor_hides_secrets_and_token_shapes() -> None:
     )
     for secret in ("s3cret-value-123", "eyJhbGciOi", "abc.def", "QUJDRA", "zzz", "yyy", "qqq"):
         assert secret not in text, text
+
+
+async def test_the_run_wide_search_finds_a_secret_or_a_jwt_in_any_output() -> None:
+    """What tests/conftest.py runs over every process when the run ends, against a process that leaks."""
+    secret = secrets.token_urlsafe(32)
+    harness.SECRETS.add(secret)
+    token = create_jwt(User("ann"), settings=Settings(auth_secret=secrets.token_urlsafe(40)))
+    code = f"print('key={secret}'); print('url?t={token}&x=1')"
+    leaky = Process([sys.executable, "-c", code], name="leaky")
+    await leaky.finished()
+    quiet = Process([sys.executable, "-c", "print('nothing to see')"], name="quiet")
+    await quiet.finished()
+    try:
+        assert harness.leaks([leaky, quiet]) == ["leaky: a JWT", "leaky: a secret or token of this run"]
+    finally:
+        leaky.prints_secrets = True  # it leaks on purpose: the end of the run must not count it
