@@ -131,3 +131,19 @@ async def test_sigterm_drains_300_clients_onto_another_replica_losing_nothing(
         for client in clients + [successor for _, successor in resumed.values()]:
             with contextlib.suppress(Exception):
                 await client.close()
+
+
+async def test_a_hook_still_running_at_the_drain_deadline_is_cancelled(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = replicas(env={"CHAT_MODULE": "hostile_chat.py", "SWITCHBOARD_DRAIN_SECONDS": "1"})
+    client = await clients().connect(a)
+    await client.sio.emit("client_message", {"message": {"output": "hang"}})
+    await asyncio.to_thread(a.process.wait_for_line, "hanging")
+    started = time.monotonic()
+    a.process.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(a.process.proc.wait, 15)
+    assert code in (0, -signal.SIGTERM), a.process.output()
+    assert time.monotonic() - started < 1 + 5
+    await asyncio.to_thread(a.process.wait_for_line, "the hanging hook was cancelled")
+    await asyncio.to_thread(a.process.wait_for_line, "hooks: 0 finished, 1 cancelled")

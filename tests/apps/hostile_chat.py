@@ -14,6 +14,13 @@ async def handle(message: Message) -> None:
     running += 1
     most = max(most, running)
     try:
+        if message.content == "hang":  # a hook that would never end (a stuck call)
+            print("hanging", flush=True)
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("the hanging hook was cancelled", flush=True)
+                raise
         if message.content.startswith("slow"):
             await asyncio.sleep(0.3)  # a hook that does work (an LLM call, say)
         await Message(f"done {message.content} overlap={most}").send()
