@@ -21,7 +21,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
 
 
-def _pack(args: tuple[Any, ...]) -> bytes:
+def pack(args: tuple[Any, ...]) -> bytes:
     """One command in RESP (the bus sends str, bytes, int and float arguments): redis-py's
     pack_command does more, per argument, than this path can afford."""
     parts = [b"*%d\r\n" % len(args)]
@@ -34,6 +34,12 @@ def _pack(args: tuple[Any, ...]) -> bytes:
             arg = repr(arg).encode()
         parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(parts)
+
+
+def _forget(future: asyncio.Future[Any]) -> None:
+    """Retrieve a future's exception nobody will read (no 'exception was never retrieved')."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Multiplexed:
@@ -60,12 +66,14 @@ class Multiplexed:
             self._writing = True
             loop.call_soon(self._write_soon)
         try:
-            if len(futures) == 1:
-                return [await futures[0]]
-            return list(await asyncio.gather(*futures))
-        except asyncio.CancelledError:
+            # The replies come in order: awaiting each in turn is a gather without its tasks.
+            return [await future for future in futures]
+        except BaseException as exc:
+            for future in futures:  # the others' outcomes are not wanted any more
+                future.add_done_callback(_forget)
             # The oldest written command unanswered for half the timeout: a stall, not a slow reply.
-            if self._waiting and loop.time() - self._waiting[0][1] >= self._timeout / 2:
+            stalled = self._waiting and loop.time() - self._waiting[0][1] >= self._timeout / 2
+            if isinstance(exc, asyncio.CancelledError) and stalled:
                 self._broken(ConnectionError(f"Redis did not answer within {self._timeout:g}s"))
             raise
 
@@ -83,7 +91,7 @@ class Multiplexed:
             return
         now = asyncio.get_running_loop().time()
         self._waiting.extend((future, now) for _, future in batch)
-        packed = [_pack(args) for args, _ in batch]
+        packed = [pack(args) for args, _ in batch]
         # One write for the batch; without a socket timeout redis-py's writer buffers and drains.
         task = asyncio.ensure_future(connection.send_packed_command(packed, check_health=False))
         task.add_done_callback(self._written)

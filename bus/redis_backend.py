@@ -29,7 +29,7 @@ from bus.backend import Receiver, Restored
 from bus.envelope import frame
 from bus.errors import BusUnavailable
 from bus.keys import byte_count
-from bus.multiplex import Multiplexed
+from bus.multiplex import Multiplexed, pack
 
 log = logging.getLogger("switchboard.bus")
 
@@ -382,7 +382,7 @@ class RedisBackend:
         if self._pubsub is not None:
             with contextlib.suppress(*_LOST):  # the listener re-subscribes after reconnecting
                 async with asyncio.timeout(self._timeout):
-                    await self._pubsub.subscribe(channel)
+                    await self._write(self._pubsub, "SUBSCRIBE", channel)
         await self._wait(channel, confirmed)
 
     async def unsubscribe(self, channel: str) -> None:
@@ -390,7 +390,15 @@ class RedisBackend:
         if self._pubsub is not None:
             with contextlib.suppress(*_LOST):
                 async with asyncio.timeout(self._timeout):
-                    await self._pubsub.unsubscribe(channel)
+                    await self._write(self._pubsub, "UNSUBSCRIBE", channel)
+
+    @staticmethod
+    async def _write(pubsub: PubSub, *command: str) -> None:
+        """A command on the live subscription's connection, whose replies the listener reads (redis-py's
+        PubSub.subscribe keeps bookkeeping and a retry wrapper this process has no use for: it
+        subscribes everything again itself after a reconnect)."""
+        connection: Any = pubsub.connection
+        await connection.send_packed_command(pack(command), check_health=False)
 
     def _confirmation(self, channel: str) -> asyncio.Future[None]:
         waiter = asyncio.get_running_loop().create_future()
@@ -399,7 +407,8 @@ class RedisBackend:
 
     async def _wait(self, channel: str, waiter: asyncio.Future[None]) -> None:
         try:
-            await asyncio.wait_for(waiter, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await waiter
         except TimeoutError:
             raise BusUnavailable(f"Redis did not confirm the subscription to {channel}") from None
         finally:
