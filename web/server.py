@@ -173,25 +173,12 @@ class ChatServer:
         acked: str = "0-0",
     ) -> LocalSession:
         """A session held on socket `sid`, with its mailbox (resumed ones: `state` and `acked`)."""
-        asked: set[str] = set()
-        emit = functools.partial(self.sio.emit, to=sid)
-        drained = functools.partial(self.sio.manager.drained, sid, self.settings.redis_timeout_seconds * 2)
-        show = functools.partial(self.asks.show, sid, asked)
-        mailbox = Mailbox(session_id, self.bus, emit, show, acked=acked, drained=drained)
+        socket = _Socket(self, sid)
+        mailbox = Mailbox(session_id, self.bus, socket.emit, socket.show, acked=acked, drained=socket.drained)
         hooks = HookQueue(self.sessions.spawn, self.settings.hook_queue)
-        started = state is not None
-        return LocalSession(
-            session_id,
-            sid,
-            user,
-            thread_id,
-            mailbox,
-            hooks,
-            self.limits.events(),
-            state or {},
-            started,
-            asked=asked,
-        )
+        events, started = self.limits.events(), state is not None
+        args = (session_id, sid, user, thread_id, mailbox, hooks, events, state or {}, started)
+        return LocalSession(*args, asked=socket.asked)
 
     async def _create(self, sid: str, user: User | None, thread_id: Any) -> LocalSession:
         thread_id = await data.choose_thread(self.bus, thread_id, user.identifier if user else None)
@@ -285,6 +272,28 @@ class ChatServer:
             return False
         self.sessions.data_changed(local.id)
         return True
+
+
+class _Socket:
+    """What a held session's mailbox does to its socket: one small object per session (three
+    partials with their argument dicts would be a kilobyte)."""
+
+    __slots__ = ("_server", "asked", "sid")
+
+    def __init__(self, server: ChatServer, sid: str) -> None:
+        self._server, self.sid = server, sid
+        #: Correlation ids of the questions shown on this socket.
+        self.asked: set[str] = set()
+
+    async def emit(self, event: str, payload: dict[str, Any]) -> None:
+        await self._server.sio.emit(event, payload, to=self.sid)
+
+    async def show(self, ask: dict[str, Any]) -> None:
+        await self._server.asks.show(self.sid, self.asked, ask)
+
+    async def drained(self) -> None:
+        """A replay's pace: the socket wrote what it was given (else it is a slow consumer)."""
+        await self._server.sio.manager.drained(self.sid, self._server.settings.redis_timeout_seconds * 2)
 
 
 def _refused(
