@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as redis
@@ -306,7 +306,7 @@ class ClusterBackend(RedisBackend):
         await asyncio.gather(*readers, return_exceptions=True)
         for pubsub in self._subs.values():
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await cast(Any, pubsub).aclose()  # annotated in some redis-py releases only
         self._subs.clear()
 
     async def _listen(self) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
@@ -93,7 +93,8 @@ class Multiplexed:
             self._broken(exc)
 
     async def _connect(self) -> AbstractConnection:
-        connection: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        # Any: redis-py annotates get_connection in some releases only.
+        connection: AbstractConnection = await cast(Any, self._pool).get_connection()
         self._reader = asyncio.create_task(self._read(connection), name="switchboard-redis-reader")
         return connection
 

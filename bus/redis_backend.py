@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as redis
@@ -197,7 +197,8 @@ def _clients(url: str, timeout: float, max_connections: int) -> tuple[redis.Redi
         subscriber = redis.Redis.from_url(url, retry=once, protocol=2, **common)
         return redis.Redis(connection_pool=pool), subscriber
     hosts, db, service, auth = parse_sentinel_url(url)
-    sentinel = Sentinel(hosts, sentinel_kwargs={**common, **auth}, **common)  # type: ignore[no-untyped-call]
+    # Typed as Any: redis-py's annotations of Sentinel differ between releases.
+    sentinel: Any = cast(Any, Sentinel)(hosts, sentinel_kwargs={**common, **auth}, **common)
     commands = sentinel.master_for(service, db=db, retry=retry, max_connections=max_connections, **auth)
     return commands, sentinel.master_for(service, db=db, retry=once, protocol=2, **auth)
 

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from prometheus_client import (
@@ -150,7 +150,7 @@ class Metrics:
             await asyncio.gather(self._sampler, return_exceptions=True)
         if os.environ.get(MULTIPROCESS_DIR):
             with contextlib.suppress(Exception):
-                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+                cast(Any, multiprocess).mark_process_dead(os.getpid())  # untyped in some releases
 
     def _readiness(self, result: Readiness) -> None:
         READY.set(1 if result.ready else 0)
@@ -182,7 +182,7 @@ def scrape() -> bytes:
     """The exposition text: this process's registry, or every worker's in multiprocess mode."""
     if os.environ.get(MULTIPROCESS_DIR):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        cast(Any, multiprocess).MultiProcessCollector(registry)  # untyped in some releases
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 
