@@ -410,3 +410,29 @@ async def test_a_resume_that_fails_before_its_bounds_check_is_not_reported_trunc
     box.hold("0-0")
     assert await box.replay(resumed=True) == 0
     assert watch.replays == [(0, False)] and socket.events == [("replayed", {"count": 0})]
+
+
+async def test_a_replay_interrupted_midway_counts_everything_it_replayed(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away after the first batch was emitted: the retry goes on from there, and
+    `replayed` counts every message the resume got from the log, before and after the wait."""
+    socket, session_id = Socket(), await new_session(bus)
+    watch = observed(bus)
+    await send(bus, session_id, 5)
+    monkeypatch.setattr(mailbox_module, "asyncio", Sleeps())
+    read_log, reads = bus.read_log, 0
+
+    async def away_once(session: str, after: str) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # batches of 2: 1-0 and 2-0 went out, then the bus is away once
+            raise BusUnavailable("Redis is away")
+        return await read_log(session, after)
+
+    bus.read_log = away_once  # type: ignore[method-assign]
+    box = mailbox(bus, session_id, socket)
+    box.hold("0-0")
+    assert await box.replay(resumed=True) == 5
+    assert socket.offsets() == ["1-0", "2-0", "3-0", "4-0", "5-0"]
+    assert socket.events[-1] == ("replayed", {"count": 5}) and watch.replays == [(5, False)]
