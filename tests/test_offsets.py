@@ -232,6 +232,17 @@ async def test_a_replay_reads_again_when_a_gap_opened_meanwhile(bus: Bus) -> Non
     assert box.replay_again is False and recorder.offsets() == ["1-0", "2-0", "3-0"]
 
 
+async def test_each_catch_up_counts_what_it_emitted_itself(bus: Bus) -> None:
+    box, recorder, _ = await hold(bus)
+    await send(bus, 0, 1, 2)
+    box.pending, box.replaying = [], True
+    assert await box._catch_up() == 3
+    await send(bus, 3, 4)
+    box.pending, box.replaying = [], True
+    assert await box._catch_up() == 2  # the second one's own, not the total so far
+    assert recorder.offsets() == ["1-0", "2-0", "3-0", "4-0", "5-0"]
+
+
 async def test_a_resume_replay_reports_truncation_before_the_first_replayed_event(bus: Bus) -> None:
     box, recorder, epoch = await hold(bus)
     await send(bus, *range(12))  # the memory bus trims to exactly 5: 8-0 .. 12-0 are left
