@@ -44,18 +44,23 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
                 "send_to_session client.py > encode envelope.py",
             ],
         ),
+        # The multiplexed connection (bus/multiplex.py) writes and reads outside the send's own stack:
+        # a loop callback packs the turn's commands into one write, a reader task takes the replies.
         (
-            "  the socket write of EVALSHA (transport write)",
-            ["send_to_session client.py > write selector_events.py"],
+            "Multiplexed: packing and writing the EVALSHA (its own callback and task)",
+            ["_write_soon multiplex.py", "send_packed_command connection.py"],
         ),
-        ("  redis-py reading the reply", ["send_to_session client.py > read_response"]),
+        ("Multiplexed._read: redis-py reading the replies", ["_read multiplex.py"]),
         ("waiting in epoll (idle)", ["select selectors.py"]),
     ],
     "replica": [
-        ("Bus._receive: one envelope, decode to emit", ["_receive transport.py"]),
-        ("  Envelope.decode with its payload checks", ["_receive transport.py > decode envelope.py"]),
-        ("  python-socketio emit (packet, JSON)", ["_receive transport.py > emit async_server.py"]),
-        ("PubSub.get_message: the Redis subscription read", ["get_message client.py"]),
+        ("Bus._receive: one envelope, decode to emit", ["_receive core.py"]),
+        ("  Envelope.decode with its payload checks", ["_receive core.py > decode envelope.py"]),
+        ("  python-socketio emit (packet, JSON)", ["_receive core.py > emit async_server.py"]),
+        (
+            "the Redis subscription read (redis-py read_response)",
+            ["_receive_until_lost redis_backend.py > read_response"],
+        ),
         (
             "websocket writes (engine.io/uvicorn send)",
             [

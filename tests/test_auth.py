@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from bus import Settings, get_settings
 from web import AuthError, User, authenticate_user, create_jwt, verify_jwt
-from web.auth import key_id
+from web.auth import handshake_token, key_id, new_secret, verify_token
 from web.cli import main as cli
 
 SECRET = "s" * 40
@@ -292,3 +292,83 @@ def test_tokens_over_8_kib_are_malformed_and_8_kib_is_accepted() -> None:
     with pytest.raises(AuthError) as raised:
         verify_jwt(over, SETTINGS)
     assert raised.value.reason == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("environ", "auth", "presented"),
+    [
+        ({}, {"token": "abc.def.ghi"}, "abc.def.ghi"),
+        ({}, {"token": "Bearer abc.def.ghi"}, "abc.def.ghi"),
+        ({}, {"token": "bearer  abc.def.ghi "}, "abc.def.ghi"),
+        ({}, {"token": "BEARER abc"}, "abc"),
+        ({}, {"token": "Bearerabc"}, "Bearerabc"),  # no scheme without its space
+        ({}, {"token": 42}, 42),  # not text: verify_token refuses it as `missing`
+        ({"HTTP_COOKIE": "access_token=abc"}, {"token": "mine"}, "mine"),  # the auth payload wins
+        ({"HTTP_COOKIE": "theme=dark; access_token=from.the.cookie"}, {}, "from.the.cookie"),
+        ({"HTTP_COOKIE": "access_token=from.the.cookie"}, {"token": ""}, "from.the.cookie"),
+        ({"HTTP_COOKIE": "access_token=from.the.cookie"}, {"token": None}, "from.the.cookie"),
+        ({"HTTP_COOKIE": "theme=dark"}, {}, None),
+        ({"HTTP_COOKIE": "ACCESS_TOKEN=x"}, {}, None),  # cookie names are case-sensitive
+        ({}, {}, None),
+    ],
+)
+def test_the_handshake_presents_the_auth_token_else_the_cookie(
+    environ: dict[str, str], auth: dict[str, object], presented: object
+) -> None:
+    assert handshake_token(environ, auth) == presented
+
+
+async def test_a_handshake_token_from_either_place_verifies() -> None:
+    good = create_jwt(User("ann"), settings=SETTINGS)
+    for environ, auth in [
+        ({}, {"token": good}),
+        ({}, {"token": f"Bearer {good}"}),
+        ({"HTTP_COOKIE": f"access_token={good}"}, {}),
+    ]:
+        assert (await verify_token(handshake_token(environ, auth), SETTINGS)).identifier == "ann"
+    with pytest.raises(AuthError) as raised:
+        await verify_token(handshake_token({}, {}), SETTINGS)
+    assert raised.value.reason == "missing"
+
+
+def test_a_new_secret_is_64_random_bytes_as_url_safe_text() -> None:
+    secrets = {new_secret() for _ in range(20)}
+    assert len(secrets) == 20
+    for secret in secrets:
+        assert len(secret) == 86 and len(base64.urlsafe_b64decode(secret + "==")) == 64
+
+
+def test_signing_without_a_secret_says_how_to_make_one() -> None:
+    with pytest.raises(RuntimeError) as raised:
+        create_jwt(User("ann"), settings=Settings(auth_secret=None))
+    assert str(raised.value) == (
+        "SWITCHBOARD_AUTH_SECRET is not set; create one with `switchboard create-secret`"
+    )
+    with pytest.raises(RuntimeError) as raised:
+        create_jwt(User("ann"), settings=Settings(auth_secret="x" * 31))
+    assert str(raised.value) == (
+        "SWITCHBOARD_AUTH_SECRET is shorter than 32 bytes; "
+        "create a strong one with `switchboard create-secret`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"sub": ""}, "missing_claim"),  # PyJWT accepts an empty subject; we do not
+        ({"scope": 5}, "malformed"),
+        ({"scope": ["sessions:send"]}, "malformed"),
+        ({"display_name": 5}, "malformed"),
+        ({"metadata": "team"}, "malformed"),
+    ],
+)
+def test_claims_of_the_wrong_shape_are_refused(changes: dict[str, object], reason: str) -> None:
+    with pytest.raises(AuthError) as raised:
+        verify_jwt(sign(claims(**changes)), SETTINGS)
+    assert raised.value.reason == reason
+
+
+def test_a_name_claim_is_the_display_name_when_there_is_no_display_name() -> None:
+    user = verify_jwt(sign(claims(name="Ann A.", scope="a b")), SETTINGS)
+    assert (user.display_name, user.metadata, user.scopes) == ("Ann A.", {}, ("a", "b"))
+    assert verify_jwt(sign(claims(name="Ann A.", display_name="Annie")), SETTINGS).display_name == "Annie"

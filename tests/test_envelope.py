@@ -196,3 +196,82 @@ def test_ids_carry_the_creation_millisecond() -> None:
         if before == after:
             assert int(value[:12], 16) == before
             seen.add(before)
+
+
+FINITE = "payload numbers must be finite (no NaN or Infinity: JSON has none)"
+
+#: Each refusal's whole message: it is what the bus logs for a malformed envelope, and it must say why.
+MESSAGES: list[tuple[bytes, str]] = [
+    (msgpack.packb({"a": 1}), "envelope must be a non-empty msgpack array"),
+    (msgpack.packb([]), "envelope must be a non-empty msgpack array"),
+    (fields(version=2), "unknown envelope version 2"),
+    (fields(version="1"), "unknown envelope version '1'"),
+    (msgpack.packb([1, "i"]), "version 1 envelope has 8 fields, got 2"),
+    (fields(id=7), "id must be a string, got int"),
+    (fields(event=b"new_message"), "event must be a string, got bytes"),
+    (fields(event=""), "event must be 1 to 256 characters"),
+    (fields(created_at="now"), "created_at must be a number"),
+    (fields(kind="room"), "unknown target kind 'room'"),
+    (fields(payload=[1]), "payload must be a map"),
+    (fields(payload={"a": msgpack.ExtType(5, b"x")}), "msgpack extension type 5 is not allowed"),
+    (fields(payload={"x": [float("nan")]}), FINITE),
+    (fields(payload={"x": float("-inf")}), FINITE),
+    (fields(payload={"deep": _deep(33)}), "payload nested deeper than 32 levels"),
+    (b"x" * (LIMIT + 1), f"envelope of {LIMIT + 1} bytes exceeds the limit of {LIMIT}"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), MESSAGES)
+def test_each_refusal_says_exactly_why(data: bytes, message: str) -> None:
+    with pytest.raises(EnvelopeError) as raised:
+        Envelope.decode(data, max_bytes=LIMIT)
+    assert str(raised.value) == message
+
+
+def test_non_bytes_are_refused_naming_their_type() -> None:
+    with pytest.raises(EnvelopeError) as raised:
+        Envelope.decode("text", max_bytes=LIMIT)  # type: ignore[arg-type]
+    assert str(raised.value) == "expected bytes, got str"
+
+
+def test_map_keys_that_are_not_strings_are_refused_by_the_decoder_itself() -> None:
+    """msgpack builds no map with other keys (strict_map_key): a flood of colliding int keys never
+    reaches a dict; the message says which check refused it."""
+    data = msgpack.packb([1, "i", 1.0, "session", "s", "e", {"a": {1: 2}}, "o"])
+    with pytest.raises(EnvelopeError, match=r"^not a msgpack envelope: ValueError: .*strict_map_key"):
+        Envelope.decode(data, max_bytes=LIMIT)
+
+
+def payload_of(payload: dict[str, object]) -> Envelope:
+    return Envelope(Target.session("s" * 24), "new_message", payload, "r1")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_encode_refuses_non_finite_numbers(bad: float) -> None:
+    with pytest.raises(EnvelopeError) as raised:
+        payload_of({"metadata": {"x": [bad]}}).encode()
+    assert str(raised.value) == FINITE
+
+
+def test_encode_refuses_what_decode_would_refuse() -> None:
+    with pytest.raises(EnvelopeError) as raised:
+        payload_of({"m": {1: "one"}}).encode()  # type: ignore[dict-item]
+    assert str(raised.value) == "payload map keys must be strings"
+    with pytest.raises(EnvelopeError) as raised:
+        payload_of({"set": {1, 2}}).encode()
+    assert str(raised.value) == "payload holds a value of type set"
+    with pytest.raises(EnvelopeError) as raised:
+        payload_of({"d": _deep(32)}).encode()
+    assert str(raised.value) == "payload nested deeper than 32 levels"
+
+
+def test_encode_accepts_exactly_32_levels() -> None:
+    envelope = payload_of({"d": _deep(31)})  # the 1 at level 32, as decode counts
+    assert Envelope.decode(envelope.encode(), max_bytes=LIMIT) == envelope
+
+
+def test_an_integer_msgpack_cannot_hold_is_an_envelope_error_that_says_so() -> None:
+    with pytest.raises(EnvelopeError) as raised:
+        payload_of({"n": 2**64}).encode()
+    prefix, _, cause = str(raised.value).partition(": ")
+    assert prefix == "payload cannot be encoded" and cause  # msgpack's own words follow

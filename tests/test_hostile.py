@@ -3,14 +3,18 @@
 import asyncio
 import json
 import math
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+import msgpack
 import pytest
 import redis.asyncio as redis
 import socketio
 
 from bus import Bus, Envelope, EnvelopeError, Settings, Target
+from bus.keys import byte_count
 from tests.harness import ChatClient, Replica
 from web import User, create_jwt
 from workers import Client
@@ -173,6 +177,74 @@ async def test_handshakes_are_limited_per_address_and_sessions_per_user(
     assert (await clients().connect(b, token)).session_id  # a slot was freed
 
 
+async def test_handshakes_are_limited_per_user_per_minute(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    a = replicas(env={"SWITCHBOARD_USER_HANDSHAKES_PER_MINUTE": "3", "SWITCHBOARD_AUTH_SECRET": AUTH})
+
+    def token(name: str) -> dict[str, str]:
+        return {"token": create_jwt(User(name), settings=Settings(auth_secret=AUTH))}
+
+    for _attempt in range(5):  # the window is the wall-clock minute: a burst across its end is rerun
+        user, start = f"ann-{uuid.uuid4().hex[:8]}", time.time()
+        for _ in range(3):
+            await (await clients().connect(a, token(user))).close()
+        fourth = clients()
+        try:
+            await fourth.connect(a, token(user))
+        except socketio.exceptions.ConnectionError:
+            refusal = await fourth.next("connect_error")
+            break
+        assert int(start // 60) != int(time.time() // 60), "a 4th handshake in one minute was let in"
+        await fourth.close()
+    else:
+        raise AssertionError("5 bursts in a row straddled a minute boundary: is the clock jumping?")
+    assert refusal["message"] == "too many connections for this user"
+    assert refusal["data"]["reason"] == "rate_limited" and 0 < refusal["data"]["retryAfterMs"] <= 60_000
+    # Per user: another user from the same address is let in.
+    assert (await clients().connect(a, token(f"bob-{uuid.uuid4().hex[:8]}"))).session_id
+    assert (await a.aget("/stats")).json()["refused"]["rate_limited"] == 1
+
+
+async def test_a_full_hook_queue_refuses_a_message_as_busy(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    env = {
+        "CHAT_MODULE": "hostile_chat.py",
+        "SWITCHBOARD_HOOK_QUEUE": "2",
+        "SWITCHBOARD_EVENTS_PER_SECOND": "100",
+    }
+    a = replicas(env=env)
+    client = await clients().start(a)
+    await client.sio.emit("client_message", {"message": {"output": "block"}})
+    await client.next("new_message", lambda m: m["output"] == "blocking block")  # it runs: none waits
+    for n in range(3):  # two wait behind it, the third finds the queue full
+        await client.sio.emit("client_message", {"message": {"output": f"queued {n}"}})
+    assert await client.next("message_refused") == {"reason": "busy"}
+    await client.sio.emit("client_message", {"message": {"output": "queued 3"}})
+    assert await client.next("message_refused") == {"reason": "busy"}
+    assert (await a.aget("/stats")).json()["refused"]["hook_queue"] == 2
+    assert not [m for m in client.received("new_message") if m["output"].startswith("done")]
+
+
+async def test_the_running_hook_is_cancelled_when_the_session_ends_after_its_grace_period(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
+) -> None:
+    grace = 2.0
+    env = {"CHAT_MODULE": "hostile_chat.py", "SWITCHBOARD_SESSION_GRACE_SECONDS": str(grace)}
+    a = replicas(env=env)
+    client = await clients().start(a)
+    await client.sio.emit("client_message", {"message": {"output": "block forever"}})
+    await client.next("new_message", lambda m: m["output"] == "blocking block forever")
+    closed = time.monotonic()
+    await client.close()
+    await asyncio.to_thread(a.process.wait_for_line, f"session {client.session_id} detached")
+    assert "hook cancelled" not in a.process.output()  # the socket left; the session did not end yet
+    await asyncio.to_thread(a.process.wait_for_line, "hook cancelled: block forever", 30)
+    assert time.monotonic() - closed >= grace  # at the end of the grace period, not at the disconnect
+    assert a.process.output().count("hook cancelled") == 1
+
+
 async def test_oversized_client_messages_are_refused_explicitly(
     replicas: Callable[..., Replica], clients: Callable[[], ChatClient]
 ) -> None:
@@ -191,8 +263,55 @@ async def test_a_deeply_nested_webhook_body_is_a_400(replicas: Callable[..., Rep
     body = '{"content": "x", "metadata": {"a": ' + "[" * 30_000 + "]" * 30_000 + "}}"
     async with httpx.AsyncClient(base_url=a.url, timeout=10) as http:
         response = await http.post("/hooks/broadcast", content=body, headers=headers)
-    assert response.status_code in (400, 413, 422), response.text
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "malformed_body", "message": "the body nests too deeply"}
     assert "Traceback" not in a.process.output()
+
+
+async def thread_keys(admin: redis.Redis, prefix: str) -> set[str]:
+    return {key.decode() async for key in admin.scan_iter(f"{prefix}:thread:*")}
+
+
+async def test_threads_are_created_by_their_first_write(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], admin: redis.Redis, prefix: str
+) -> None:
+    a = replicas(env={"SWITCHBOARD_DATA_PERSISTENCE": "true"})
+    quiet = await clients().connect(a)  # connected, never started, never written to
+    asked = await clients().connect(a, {"threadId": "never-written"})  # a thread id asked for, unused
+    assert quiet.session_id and asked.session_id
+    assert await thread_keys(admin, prefix) == set()
+    said = (await a.aget(f"/say/{quiet.session_id}/first")).json()
+    await quiet.next("new_message", lambda m: m["output"] == "first")
+    thread = said["thread"]
+    assert thread and await thread_keys(admin, prefix) == {
+        f"{prefix}:thread:{{{thread}}}:owner",
+        f"{prefix}:thread:{{{thread}}}:history",
+        byte_count(f"{prefix}:thread:{{{thread}}}:history"),
+    }
+
+
+async def test_thread_ownership_is_checked_on_every_write_on_a_replica(
+    replicas: Callable[..., Replica], clients: Callable[[], ChatClient], admin: redis.Redis, prefix: str
+) -> None:
+    """ann and bob both bind the same unwritten thread; ann writes first, so the thread is hers:
+    bob's messages still reach bob, but never her thread's history."""
+    a = replicas(env={"SWITCHBOARD_DATA_PERSISTENCE": "true", "SWITCHBOARD_AUTH_SECRET": AUTH})
+    tokens = Settings(auth_secret=AUTH)
+    ann, bob = [
+        await clients().connect(a, {"threadId": "t-race", "token": create_jwt(User(name), settings=tokens)})
+        for name in ("ann", "bob")
+    ]
+    said_by_ann = (await a.aget(f"/say/{ann.session_id}/ann-first")).json()
+    said_to_bob = (await a.aget(f"/say/{bob.session_id}/bob-second")).json()
+    assert said_by_ann["thread"] == said_to_bob["thread"] == "t-race"  # both were bound to it
+    await bob.next("new_message", lambda m: m["output"] == "bob-second")  # delivered all the same
+    history = await admin.lrange(f"{prefix}:thread:{{t-race}}:history", 0, -1)
+    assert [msgpack.unpackb(item)[1]["output"] for item in history] == ["ann-first"]
+    await asyncio.to_thread(a.process.wait_for_line, "refused a write to thread t-race")
+    again = await clients().connect(
+        a, {"threadId": "t-race", "token": create_jwt(User("ann"), settings=tokens)}
+    )
+    assert [e["message"]["output"] for e in (await again.next("thread_history"))["events"]] == ["ann-first"]
 
 
 async def test_thread_ownership_is_checked_on_every_write(settings: Callable[..., Settings]) -> None:

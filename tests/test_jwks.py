@@ -298,3 +298,16 @@ def test_origin_and_cookie_settings() -> None:
     assert settings.allowed_origins == ("https://app.test", "http://127.0.0.1:5173")
     assert settings.cookie_secure is False
     assert Settings.from_env({}).cookie_secure is True and Settings.from_env({}).allowed_origins == ()
+
+
+async def test_a_token_without_a_usable_kid_is_refused_without_asking_the_provider(
+    idp: IdentityProvider,
+) -> None:
+    """An empty or missing `kid` can name no key: refused as `unknown_key` at once, even while the
+    provider is down (no fetch, so not `keys_unavailable`)."""
+    idp.status = 500
+    settings = settings_for(idp)
+    for header in ({"kid": ""}, {}):
+        token = jwt.encode(idp_claims(), RSA.private, algorithm="RS256", headers=header)
+        assert await refusal(token, settings) == "unknown_key"
+    assert idp.fetches == 0

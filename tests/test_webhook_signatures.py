@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bus import Settings
+from web.signatures import SignatureError, secret_keys, verify
 from web.webhooks import _Refused, _verify_signature, sign
 
 # The example of the Standard Webhooks specification (and of its libraries' test suites).
@@ -113,3 +114,55 @@ def test_the_key_is_the_decoded_secret_not_its_text() -> None:
     assert sign(SPEC_SECRET, "id", now, b"{}") != wrong
     with pytest.raises(_Refused):
         _verify_signature(headers("id", now, wrong), b"{}", settings(SPEC_SECRET))
+
+
+SECRET_FORM = "SWITCHBOARD_WEBHOOK_SECRETS entries must be whsec_ + base64 of 24-64 bytes"
+
+
+def whsec(key: bytes) -> str:
+    return "whsec_" + base64.b64encode(key).decode()
+
+
+def test_secrets_of_24_to_64_bytes_are_keys() -> None:
+    assert secret_keys([whsec(b"a" * 24), whsec(b"b" * 64)]) == [b"a" * 24, b"b" * 64]
+    assert secret_keys([]) == []
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        whsec(b"a" * 23),
+        whsec(b"a" * 65),
+        whsec(b"a" * 32) + "!",  # base64 is read strictly: a stray character is no key
+        whsec(b"a" * 32)[:-1] + "*",
+        whsec(b"a" * 30) + "\n" + "YWFh",
+        base64.b64encode(b"a" * 32).decode(),  # no whsec_ prefix
+        "whsec_",
+    ],
+)
+def test_a_bad_secret_is_refused_saying_what_one_looks_like(secret: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        secret_keys([whsec(b"k" * 32), secret])
+    assert str(raised.value) == SECRET_FORM
+
+
+@pytest.mark.parametrize(
+    ("keys", "header", "error", "malformed"),
+    [
+        ([], "v1,AAAA", "signatures_not_configured", False),
+        ([b"k" * 32], "v1,AAAA", "bad_signature", False),
+        ([b"k" * 32], "v2,AAAA", "bad_signature", False),
+        ([b"k" * 32], "v1", "bad_signature_header", True),
+        ([b"k" * 32], "v1,***", "bad_signature_header", True),
+        ([b"k" * 32], "", "bad_signature_header", True),
+    ],
+)
+def test_a_refused_signature_says_whether_it_was_malformed(
+    keys: list[bytes], header: str, error: str, malformed: bool
+) -> None:
+    with pytest.raises(SignatureError) as raised:
+        verify(keys, header, "id", "1", b"{}")
+    refusal = raised.value
+    assert (refusal.error, refusal.malformed) == (error, malformed)
+    assert refusal.malformed is malformed  # a flag, not just something falsy
+    assert str(refusal) == refusal.message and refusal.message

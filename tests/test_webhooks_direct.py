@@ -5,6 +5,7 @@ tests/test_webhooks.py; these exist so `make mutate` can run them for every muta
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -18,8 +19,9 @@ import msgpack
 import pytest
 from fastapi import FastAPI
 
-from bus import Settings
-from web import User, create_jwt, webhook_router
+from bus import BusUnavailable, Settings, Target
+from bus.memory_backend import _hub
+from web import User, create_jwt, webhook_router, webhooks
 from web.server import ChatServer
 from web.webhooks import sign
 
@@ -599,3 +601,218 @@ async def test_the_rate_limit_message(hooks: tuple[ChatServer, Post]) -> None:
             break
     assert statuses[0].status_code == 202
     assert statuses[1].json() == {"error": "rate_limited", "message": "at most 1 requests a minute"}
+
+
+# -- metadata the bus and JSON cannot carry ----------------------------------------------------------
+
+METADATA_REFUSALS = [
+    ('{"content": "x", "metadata": {"x": NaN}}', "metadata numbers must be finite (no NaN or Infinity)"),
+    (
+        '{"content": "x", "metadata": {"x": [Infinity]}}',
+        "metadata numbers must be finite (no NaN or Infinity)",
+    ),
+    (
+        '{"content": "x", "metadata": {"x": {"y": -Infinity}}}',
+        "metadata numbers must be finite (no NaN or Infinity)",
+    ),
+    ('{"content": "x", "metadata": {"x": 1e999}}', "metadata numbers must be finite (no NaN or Infinity)"),
+    ('{"content": "x", "metadata": {"n": 18446744073709551616}}', "metadata integers must fit in 64 bits"),
+    ('{"content": "x", "metadata": {"a": [[[[[[[[1]]]]]]]]}}', "metadata nests deeper than 8 levels"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), METADATA_REFUSALS)
+async def test_metadata_the_bus_cannot_carry_is_422_saying_why(
+    body: str, reason: str, hooks: tuple[ChatServer, Post]
+) -> None:
+    server, post = hooks
+    response = await post(body=body.encode(), headers=signed(body.encode()))
+    assert (response.status_code, response.json()) == (
+        422,
+        {"error": "invalid_message", "message": f"metadata: Value error, {reason}"},
+    )
+    assert await logged(server) == []
+
+
+async def test_finite_floats_in_metadata_are_sent(hooks: tuple[ChatServer, Post]) -> None:
+    server, post = hooks
+    body = json.dumps({"content": "x", "metadata": {"ratio": 1.5, "list": [-0.25, 1e300]}}).encode()
+    assert (await post(body=body, headers=signed(body))).status_code == 202
+    ((_, envelope),) = (await server.bus.read_log(SESSION, "0-0")).entries
+    assert envelope.payload["metadata"] == {"ratio": 1.5, "list": [-0.25, 1e300]}
+
+
+async def test_a_deeply_nested_body_is_400_malformed_body(hooks: tuple[ChatServer, Post]) -> None:
+    server, post = hooks
+    body = ('{"content": "x", "metadata": {"a": ' + "[" * 30_000 + "]" * 30_000 + "}}").encode()
+    response = await post(body=body, headers=signed(body))
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "malformed_body", "message": "the body nests too deeply"},
+    )
+    assert await logged(server) == []
+
+
+async def test_every_validation_error_is_listed(hooks: tuple[ChatServer, Post]) -> None:
+    _, post = hooks
+    body = b'{"content": 1, "author": ""}'
+    response = await post(body=body, headers=signed(body))
+    assert response.json() == {
+        "error": "invalid_message",
+        "message": "content: Input should be a valid string; author: String should have at least 1 character",
+    }
+
+
+# -- the bus going away while a request is answered -----------------------------------------------
+
+
+async def test_a_bus_that_is_unreachable_is_503_and_the_retry_is_sent_once_it_is_back(
+    hooks: tuple[ChatServer, Post], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, post = hooks
+    real_send = server.bus.send
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise BusUnavailable("Redis is away")
+
+    monkeypatch.setattr(server.bus, "send", unreachable)
+    headers = signed()
+    response = await post(headers=headers)
+    assert (response.status_code, response.json()) == (
+        503,
+        {"error": "bus_unavailable", "message": "the message bus is unreachable; retry later"},
+    )
+    monkeypatch.setattr(server.bus, "send", real_send)
+    retry = await post(headers=headers)  # the claim was released: the retry is a new request
+    assert retry.status_code == 202 and "idempotent-replayed" not in retry.headers
+    assert await logged(server) == ["Build finished"]
+
+
+async def test_a_retry_while_the_first_request_is_sending_is_409_in_progress(
+    hooks: tuple[ChatServer, Post], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, post = hooks
+    real_send, entered, release = server.bus.send, asyncio.Event(), asyncio.Event()
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await real_send(*args, **kwargs)
+
+    monkeypatch.setattr(server.bus, "send", slow)
+    headers = signed()
+    first = asyncio.create_task(post(headers=headers))
+    await asyncio.wait_for(entered.wait(), 10)
+    again = await post(headers=headers)  # the same id and body, while the first holds its claim
+    assert (again.status_code, again.json()["error"]) == (409, "in_progress")
+    release.set()
+    assert (await asyncio.wait_for(first, 10)).status_code == 202
+    assert await logged(server) == ["Build finished"]
+
+
+# -- how long what the webhooks keep lives ------------------------------------------------------------
+
+
+def ttl_of(key: str) -> float:
+    entry = _hub.keys[key]
+    return entry.expires_at - time.monotonic()
+
+
+@pytest.mark.parametrize("overrides", [{"webhook_tolerance_seconds": 100}])
+async def test_the_retry_record_lives_twice_the_tolerance(hooks: tuple[ChatServer, Post]) -> None:
+    server, post = hooks
+    headers = signed()
+    scope = hashlib.sha256(f"webhook-signer|{headers['webhook-id']}".encode()).hexdigest()
+    key = server.bus.keys.webhook_retry(scope)
+    assert (await post(headers=headers)).status_code == 202
+    assert 190 < ttl_of(key) <= 200
+    record = msgpack.unpackb(await server.bus.store.get(key))
+    assert record["body"] == hashlib.sha256(BODY).hexdigest() and record["status"] == 202
+
+
+@pytest.mark.parametrize("overrides", [{"webhook_tolerance_seconds": 100}])
+async def test_the_claim_of_a_request_in_flight_lives_twice_the_tolerance(
+    hooks: tuple[ChatServer, Post], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, post = hooks
+    headers = signed()
+    scope = hashlib.sha256(f"webhook-signer|{headers['webhook-id']}".encode()).hexdigest()
+    key = server.bus.keys.webhook_retry(scope)
+    seen: list[tuple[float, Any]] = []
+
+    async def look(*args: Any, **kwargs: Any) -> Any:
+        seen.append((ttl_of(key), msgpack.unpackb(await server.bus.store.get(key))))
+        raise BusUnavailable("stop here")
+
+    monkeypatch.setattr(server.bus, "send", look)
+    assert (await post(headers=headers)).status_code == 503
+    ((ttl, claim),) = seen
+    assert 190 < ttl <= 200 and claim == {"body": hashlib.sha256(BODY).hexdigest()}
+
+
+class Clock:
+    """Stands in for the `time` module of web/webhooks.py: the wall clock the webhooks read."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("overrides", [{"webhook_rate_limit": 1}])
+async def test_the_rate_limit_window_is_the_wall_clock_minute(
+    hooks: tuple[ChatServer, Post], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, post = hooks
+    minute = int(time.time() // 60)
+    clock = Clock(minute * 60 + 58.5)
+    monkeypatch.setattr(webhooks, "time", clock)
+    caller = token(f"service:{uuid.uuid4().hex[:8]}")
+    assert (await post(headers=caller)).status_code == 202
+    key = server.bus.keys.webhook_rate(f"token:{caller_id(caller)}", minute)
+    assert 59 < ttl_of(key) <= 60  # a counter outlives its minute by less than a minute
+    limited = await post(headers=caller)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+    clock.now = minute * 60 + 59.9
+    assert (await post(headers=caller)).headers["retry-after"] == "1"
+    clock.now = (minute + 1) * 60  # the next minute: a new window
+    assert (await post(headers=caller)).status_code == 202
+    assert (await post(headers=caller)).headers["retry-after"] == "60"
+
+
+def caller_id(headers: dict[str, str]) -> str:
+    from web import verify_jwt
+
+    return verify_jwt(headers["authorization"].removeprefix("Bearer "), Settings(auth_secret=AUTH)).identifier
+
+
+async def test_a_timestamp_exactly_at_the_tolerance_is_accepted_one_second_more_is_not(
+    hooks: tuple[ChatServer, Post], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, post = hooks
+    now = int(time.time())
+    monkeypatch.setattr(webhooks, "time", Clock(float(now)))
+    for stamp, status in [(now - 300, 202), (now + 300, 202), (now - 301, 401), (now + 301, 401)]:
+        assert (await post(headers=signed(stamp=stamp))).status_code == status, stamp - now
+
+
+async def test_a_user_send_with_an_empty_identifier_is_404_without_touching_the_bus(
+    hooks: tuple[ChatServer, Post],
+) -> None:
+    """No route gives `_send` an empty user id; called directly it still refuses it."""
+    server, _ = hooks
+    message = webhooks.WebhookMessage(content="x")
+    assert await webhooks._send(server.bus, Target("user", ""), message) == (
+        404,
+        {"error": "user_not_found", "message": "no such user"},
+    )
+
+
+async def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(
+    hooks: tuple[ChatServer, Post],
+) -> None:
+    server, post = hooks
+    response = await post(headers={**signed(), "content-length": "65537"})  # the body is 46 bytes
+    assert (response.status_code, response.json()["error"]) == (413, "too_large")
+    assert await logged(server) == []

@@ -42,6 +42,7 @@ class Mailbox:
         "_bus",
         "_drained",
         "_emit_event",
+        "_replayed",
         "_show_ask",
         "acked",
         "epoch",
@@ -81,6 +82,8 @@ class Mailbox:
         self.replay_again = False
         #: Cleared when the session leaves this replica: a running replay stops.
         self.open = True
+        #: Durable events the running replay emitted from the log, across its retries.
+        self._replayed = 0
 
     async def deliver(self, envelope: Envelope, offset: str, epoch: str) -> None:
         """A live envelope for this session ("" offset: not logged, e.g. a user or broadcast send)."""
@@ -126,13 +129,13 @@ class Mailbox:
         On a resume the client is told if part of what it asked for was trimmed away
         (`replay_truncated`) and how many messages it got (`replayed`). Returns that count.
         """
-        replayed, backoff, checked, truncated = 0, 0.05, False, False
+        self._replayed, backoff, checked, truncated = 0, 0.05, False, False
         while self.open:
             try:
                 if not checked:
                     truncated = await self._check_bounds(resumed=resumed)
                     checked = True
-                replayed += await self._catch_up()
+                await self._catch_up()  # counts in _replayed, also what it emitted before a failure
                 break
             except BusUnavailable as exc:
                 log.warning("replay for session %s waits for the bus: %s", self.session_id, exc)
@@ -144,6 +147,7 @@ class Mailbox:
                 for envelope, offset, epoch in held:
                     await self._emit(envelope, offset, epoch)
                 break
+        replayed = self._replayed
         if resumed and self.open:
             self._bus.observer.replayed(replayed, truncated)
             await self._emit_event("replayed", {"count": replayed})
@@ -173,13 +177,15 @@ class Mailbox:
             await self._emit_event("log_reset", {"epoch": epoch, "previousEpoch": previous})
 
     async def _catch_up(self) -> int:
-        replayed = 0
+        """Read the log, then emit what was held, until nothing new arrived; returns how many
+        durable events it emitted from the log (added to `_replayed` as each one goes out)."""
+        start = self._replayed
         while True:
             while True:
                 await self._drained()  # one batch at a time on the socket's queue
                 batch = await self._bus.read_log(self.session_id, self.last_offset)
                 for offset, envelope in batch.entries:
-                    replayed += await self._emit(envelope, offset, self.epoch or "")
+                    self._replayed += await self._emit(envelope, offset, self.epoch or "")
                 if batch.last:  # also past undecodable entries, which were skipped and counted
                     self.last_offset = max(self.last_offset, batch.last, key=offset_key)
                 if not batch.more:
@@ -191,7 +197,7 @@ class Mailbox:
             if not self.replay_again:
                 # No await between this check and going live: nothing can slip in between.
                 self.pending, self.replaying = None, False
-                return replayed
+                return self._replayed - start
             self.replay_again = False
 
     async def _emit(self, envelope: Envelope, offset: str, epoch: str) -> bool:

@@ -21,6 +21,13 @@ async def handle(message: Message) -> None:
             except asyncio.CancelledError:
                 print("the hanging hook was cancelled", flush=True)
                 raise
+        if message.content.startswith("block"):
+            try:
+                await Message(f"blocking {message.content}").send()
+                await asyncio.Event().wait()  # a hook that never finishes by itself
+            except asyncio.CancelledError:
+                print(f"hook cancelled: {message.content}", flush=True)
+                raise
         if message.content.startswith("slow"):
             await asyncio.sleep(0.3)  # a hook that does work (an LLM call, say)
         await Message(f"done {message.content} overlap={most}").send()
