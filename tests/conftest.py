@@ -4,11 +4,17 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from bus import Bus, Settings
 from tests import harness
 from tests.harness import ChatClient, Replica, start_replica
 from tests.topologies import STARTERS, Topology
+
+# No per-example deadline: on a loaded machine (2 shared cores, `make mutate`) an example that takes more
+# than hypothesis's default 200 ms fails the test though nothing is wrong (a spurious kill under mutmut).
+hypothesis_settings.register_profile("switchboard", deadline=None)
+hypothesis_settings.load_profile("switchboard")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
