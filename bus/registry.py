@@ -34,6 +34,14 @@ def valid_session_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _SESSION_ID.fullmatch(value) is not None
 
 
+def new_session_id() -> str:
+    """144 random bits, URL-safe; never starting with `-`, which a command line would take for an
+    option (`switchboard sessions show ID`)."""
+    while (session_id := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return session_id
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

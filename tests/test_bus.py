@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as redis
 
 from bus import Bus, BusUnavailable, Envelope, EnvelopeError, SessionNotFound, Settings, Target, offset_key
+from bus.registry import new_session_id, valid_session_id
 
 SESSION = "S" * 24
 
@@ -226,3 +227,9 @@ async def test_the_log_lives_exactly_as_long_as_the_session(bus: Bus, redis_url:
     assert grace_ms - 5000 < await admin.pttl(log_key) <= grace_ms
     assert grace_ms - 5000 < await admin.pttl(bus.keys.session(SESSION)) <= grace_ms
     await admin.aclose()
+
+
+def test_session_ids_are_valid_and_never_look_like_a_command_line_option() -> None:
+    ids = [new_session_id() for _ in range(5000)]  # about 1 in 64 token_urlsafe ids starts with "-"
+    assert len(set(ids)) == 5000
+    assert all(valid_session_id(i) and len(i) == 24 and not i.startswith("-") for i in ids)

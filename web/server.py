@@ -13,7 +13,7 @@ from typing import Any
 import socketio
 
 from bus import Bus, BusUnavailable, Envelope, SessionRecord, Settings, Target, valid_offset
-from bus.registry import token_hash
+from bus.registry import new_session_id, token_hash
 from web import data, runtime
 from web.ask import AskRelay
 from web.auth import AuthError
@@ -182,7 +182,7 @@ class ChatServer:
 
     async def _create(self, sid: str, user: User | None, thread_id: Any) -> LocalSession:
         thread_id = await data.choose_thread(self.bus, thread_id, user.identifier if user else None)
-        return self._held(secrets.token_urlsafe(18), sid, user, thread_id)
+        return self._held(new_session_id(), sid, user, thread_id)
 
     async def _resume(self, sid: str, record: SessionRecord) -> LocalSession:
         self.sessions.cancel_ending(record.id)
