@@ -297,31 +297,42 @@ def delivered_row(report: dict[str, Any], sent: dict[str, Any], cpu: dict[str, f
     }
 
 
+def warmed(run: Run, replicas: int, count: int, warmup: str, urls: str = "last") -> tuple[Clients, Process]:
+    """`replicas` replicas, `count` clients (on the last one, or spread over all), the publisher, and
+    one warm-up command whose deliveries are awaited."""
+    servers = run.replicas(replicas)
+    clients = run.clients([servers[-1].url] if urls == "last" else [s.url for s in servers], count)
+    publisher = run.publisher()
+    command(publisher, f"{warmup} {clients.file}")
+    clients.settle(10**9, quiet=1.0, limit=10)
+    return clients, publisher
+
+
+def measured(
+    run: Run, clients: Clients, publisher: Process, line: str
+) -> tuple[dict[str, Any], dict[str, Any], Meter]:
+    """One publisher command with every process's CPU metered, once its deliveries arrived:
+    (what the publisher said, what the clients got, the meter)."""
+    clients.mark()
+    meter = Meter(pids(run, clients, publisher))
+    sent = command(publisher, f"{line} {clients.file}")
+    return sent, clients.settle(sent["sent"]), meter
+
+
 def many(peer: Peer, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Clients on the last of 2 replicas, an external publisher at fixed rates, then a blast."""
     rows = []
     for count in args.many_clients:
         with running(peer) as run:
-            servers = run.replicas(2)
-            clients = run.clients([servers[-1].url], count)
-            publisher = run.publisher()
-            command(publisher, f"rate 500 {args.warmup} {clients.file}")
-            clients.settle(10**9, quiet=1.0, limit=10)
-            for rate in args.rates:
-                clients.mark()
-                meter = Meter(pids(run, clients, publisher))
-                sent = command(publisher, f"rate {rate} {args.seconds} {clients.file}")
-                report = clients.settle(sent["sent"])
+            clients, publisher = warmed(run, 2, count, f"rate 500 {args.warmup}")
+            for rate in [*args.rates, "max"]:
+                line = f"rate {rate} {args.seconds}" if rate != "max" else f"blast {args.blast} 16"
+                sent, report, meter = measured(run, clients, publisher, line)
                 row = delivered_row(report, sent, meter.us_per(report["received"]))
+                if rate == "max":
+                    span = report["last"] - sent["t_start"] if report["received"] else 0
+                    row["delivered_per_s"] = round(report["received"] / span) if span > 0 else 0
                 rows.append({"clients": count, "rate": rate, **row})
-            clients.mark()
-            meter = Meter(pids(run, clients, publisher))
-            sent = command(publisher, f"blast {args.blast} 16 {clients.file}")
-            report = clients.settle(sent["sent"])
-            row = delivered_row(report, sent, meter.us_per(report["received"]))
-            span = report["last"] - sent["t_start"] if report["received"] else 0
-            row["delivered_per_s"] = round(report["received"] / span) if span > 0 else 0
-            rows.append({"clients": count, "rate": "max", **row})
     return rows
 
 
@@ -330,15 +341,9 @@ def scale(peer: Peer, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for n in args.replicas:
         with running(peer) as run:
-            servers = run.replicas(n)
-            clients = run.clients([s.url for s in servers], args.scale_clients)
-            publisher = run.publisher()
-            command(publisher, f"rate 500 {args.warmup} {clients.file}")
-            clients.settle(10**9, quiet=1.0, limit=10)
-            clients.mark()
-            meter = Meter(pids(run, clients, publisher))
-            sent = command(publisher, f"rate {args.scale_rate} {args.seconds} {clients.file}")
-            report = clients.settle(sent["sent"])
+            clients, publisher = warmed(run, n, args.scale_clients, f"rate 500 {args.warmup}", urls="all")
+            line = f"rate {args.scale_rate} {args.seconds}"
+            sent, report, meter = measured(run, clients, publisher, line)
             cpu = meter.us_per(report["received"])
             row = delivered_row(report, sent, cpu)
             row["replicas_us"] = round(sum(v for k, v in cpu.items() if k.startswith("replica")), 1)
@@ -410,15 +415,9 @@ def tokens(peer: Peer, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for count in args.token_sessions:
         with running(peer) as run:
-            servers = run.replicas(2)
-            clients = run.clients([servers[-1].url], count)
-            publisher = run.publisher()
-            command(publisher, f"tokens {args.token_rate} {args.warmup} {clients.file}")
-            clients.settle(10**9, quiet=1.0, limit=10)
-            clients.mark()
-            meter = Meter(pids(run, clients, publisher))
-            sent = command(publisher, f"tokens {args.token_rate} {args.seconds} {clients.file}")
-            report = clients.settle(sent["sent"])
+            clients, publisher = warmed(run, 2, count, f"tokens {args.token_rate} {args.warmup}")
+            line = f"tokens {args.token_rate} {args.seconds}"
+            sent, report, meter = measured(run, clients, publisher, line)
             got = report["tokens"]
             span = report["last"] - report["first"] if got else 0
             rows.append(
