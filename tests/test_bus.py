@@ -2,6 +2,7 @@
 routing, bad input, logs and offsets, recovery after a lost subscription."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -233,3 +234,40 @@ def test_session_ids_are_valid_and_never_look_like_a_command_line_option() -> No
     ids = [new_session_id() for _ in range(5000)]  # about 1 in 64 token_urlsafe ids starts with "-"
     assert len(set(ids)) == 5000
     assert all(valid_session_id(i) and len(i) == 24 and not i.startswith("-") for i in ids)
+
+
+async def test_a_log_keeps_only_its_last_minutes(
+    settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SWITCHBOARD_SESSION_LOG_SECONDS: entries older than it go at the next send (the send script reads
+    the time the sender gives it: a clock of the test's own, not a wait)."""
+    import bus.redis_backend
+
+    clock = [1_800_000_000.0]
+    real_monotonic = time.monotonic
+
+    class Clock:
+        monotonic = staticmethod(real_monotonic)
+
+        @staticmethod
+        def time() -> float:
+            return clock[0]
+
+    monkeypatch.setattr(bus.redis_backend, "time", Clock)
+    async with Bus(settings(session_log_seconds=60)) as b:
+        session_id = "a" * 24
+        await b.registry.create(session_id, user=None, thread_id=None, resume_token="t")
+        target = Target.session(session_id)
+        for i in range(5):
+            await b.send(Envelope(target, "new_message", {"n": i}, "t"))
+            clock[0] += 10  # 5 messages 10 s apart: all within the minute
+        assert (await b.log_bounds(session_id))[:2] == ("1-0", "5-0")
+        clock[0] += 25  # the first two are now over 60 s old (75 s and 65 s)
+        await b.send(Envelope(target, "new_message", {"n": 5}, "t"))
+        first, last, _ = await b.log_bounds(session_id)
+        assert (first, last) == ("3-0", "6-0")
+        assert [e.payload["n"] for _, e in (await b.read_log(session_id, "0-0")).entries] == [2, 3, 4, 5]
+        assert await b.lost_after(session_id, "0-0") == (True, "3-0")
+        clock[0] += 3600  # everything but the newest, which always stays
+        await b.send(Envelope(target, "new_message", {"n": 6}, "t"))
+        assert (await b.log_bounds(session_id))[:2] == ("7-0", "7-0")
