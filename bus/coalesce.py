@@ -36,7 +36,7 @@ class _Session:
     merge: Merge
     held: Envelope | None = None
     #: The envelope on its way.
-    sending: asyncio.Future[None] | None = None
+    sending: asyncio.Future[Any] | None = None
     last_sent: float = 0.0
     #: Ends the window: sends what is held, or forgets the session when nothing is.
     timer: asyncio.TimerHandle | None = None
@@ -53,10 +53,12 @@ class Coalescer:
     async def add(self, envelope: Envelope, merge: Merge) -> None:
         """Send `envelope` (in the background) or hold it to travel with the next ones."""
         session_id = envelope.target.id
-        state = self._sessions.get(session_id)
-        if state is None:
-            self._sessions[session_id] = state = _Session(merge)
-        if state.held is not None:
+        while True:  # a flush awaits: other senders may hold something again meanwhile
+            state = self._sessions.get(session_id)
+            if state is None:
+                self._sessions[session_id] = state = _Session(merge)
+            if state.held is None:
+                break
             joined = state.merge(state.held.payload, envelope.payload) if state.merge is merge else None
             if joined is not None and len(str(joined.get("token", ""))) <= MAX_HELD_BYTES:
                 state.held = dataclasses.replace(state.held, payload=joined)
@@ -66,7 +68,7 @@ class Coalescer:
         state.merge = merge
         loop = asyncio.get_running_loop()
         if state.sending is None and loop.time() - state.last_sent >= self._window:
-            self._start(session_id, state, envelope)
+            self._start(session_id, state, self._send_quietly(envelope))
         else:
             state.held = envelope
             self._arm(session_id, state)
@@ -77,12 +79,13 @@ class Coalescer:
         state = self._sessions.get(session_id)
         if state is None:
             return
-        if state.sending is not None:
-            await asyncio.shield(state.sending)
+        while state.sending is not None:  # another's send: its outcome is not this caller's
+            await asyncio.wait([state.sending])
         if state.held is not None:
             held, state.held = state.held, None
-            state.last_sent = asyncio.get_running_loop().time()
-            await self._send(held)
+            self._start(session_id, state, self._send(held))
+            assert state.sending is not None
+            await asyncio.shield(state.sending)
 
     async def close(self) -> None:
         """Send everything held (a closing bus)."""
@@ -95,10 +98,11 @@ class Coalescer:
             if state is not None and state.timer is not None:
                 state.timer.cancel()
 
-    def _start(self, session_id: str, state: _Session, envelope: Envelope) -> None:
+    def _start(self, session_id: str, state: _Session, sending: Awaitable[Any]) -> None:
+        """`sending` is the session's one envelope on its way."""
         state.last_sent = asyncio.get_running_loop().time()
-        state.sending = asyncio.ensure_future(self._send_quietly(envelope))
-        state.sending.add_done_callback(lambda _: self._arrived(session_id, state))
+        state.sending = asyncio.ensure_future(sending)
+        state.sending.add_done_callback(lambda sent: self._arrived(session_id, state, sent))
 
     async def _send_quietly(self, envelope: Envelope) -> None:
         try:
@@ -106,7 +110,9 @@ class Coalescer:
         except (BusUnavailable, SessionNotFound, EnvelopeError) as exc:
             log.warning("dropped stream tokens for %s: %s", envelope.target.id, exc)
 
-    def _arrived(self, session_id: str, state: _Session) -> None:
+    def _arrived(self, session_id: str, state: _Session, sent: asyncio.Future[Any]) -> None:
+        if not sent.cancelled():
+            sent.exception()  # a flush's caller reads it, if still there
         state.sending = None
         if self._sessions.get(session_id) is state:
             self._arm(session_id, state)
@@ -127,4 +133,4 @@ class Coalescer:
             del self._sessions[session_id]
         else:
             held, state.held = state.held, None
-            self._start(session_id, state, held)
+            self._start(session_id, state, self._send_quietly(held))

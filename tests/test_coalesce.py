@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bus import Bus, Envelope, Settings, Target
-from bus.coalesce import MAX_HELD_BYTES
+from bus.coalesce import MAX_HELD_BYTES, Coalescer
 from web.protocol import join_tokens
 
 
@@ -147,3 +147,30 @@ async def test_without_a_window_every_token_goes_alone() -> None:
             receipt = await bus.stream(token(session_id, text), join_tokens)
             assert receipt is not None and receipt.status == "delivered"
         assert [e.payload["token"] for e in await received.count(3)] == ["a", "b", "c"]
+
+
+async def test_two_messages_streamed_at_once_to_one_session_lose_no_token() -> None:
+    """A token of another message waits for what is held to go; a token held meanwhile (by another
+    sender) is sent before it, not overwritten."""
+    sent: list[tuple[str, str]] = []
+    on_its_way = asyncio.Event()
+
+    async def send(envelope: Envelope) -> None:
+        on_its_way.set()
+        await asyncio.sleep(0.01)  # a bus round trip
+        sent.append((envelope.payload["id"], envelope.payload["token"]))
+
+    coalescer = Coalescer(send, 60)  # a long window: only arrivals and flushes send
+    session_id = secrets.token_urlsafe(18)
+    await coalescer.add(token(session_id, "1", "A"), join_tokens)  # on its way
+    await coalescer.add(token(session_id, "2", "A"), join_tokens)  # held
+    other = asyncio.create_task(coalescer.add(token(session_id, "x", "B"), join_tokens))
+    await asyncio.sleep(0)  # B waits for the held A to go
+    await coalescer.add(token(session_id, "3", "A"), join_tokens)  # joins the held A
+    on_its_way.clear()
+    await on_its_way.wait()  # "1" arrived; the flush sends "23"
+    await coalescer.add(token(session_id, "4", "A"), join_tokens)  # held while B still waits
+    await other
+    await coalescer.close()
+    assert "".join(text for message, text in sent if message == "A") == "1234"
+    assert [text for message, text in sent if message == "B"] == ["x"]
