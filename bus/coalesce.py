@@ -83,9 +83,7 @@ class Coalescer:
             await asyncio.wait([state.sending])
         if state.held is not None:
             held, state.held = state.held, None
-            self._start(session_id, state, self._send(held))
-            assert state.sending is not None
-            await asyncio.shield(state.sending)
+            await asyncio.shield(self._start(session_id, state, self._send(held)))
 
     async def close(self) -> None:
         """Send everything held (a closing bus)."""
@@ -98,11 +96,12 @@ class Coalescer:
             if state is not None and state.timer is not None:
                 state.timer.cancel()
 
-    def _start(self, session_id: str, state: _Session, sending: Awaitable[Any]) -> None:
+    def _start(self, session_id: str, state: _Session, sending: Awaitable[Any]) -> asyncio.Future[Any]:
         """`sending` is the session's one envelope on its way."""
         state.last_sent = asyncio.get_running_loop().time()
-        state.sending = asyncio.ensure_future(sending)
-        state.sending.add_done_callback(lambda sent: self._arrived(session_id, state, sent))
+        state.sending = future = asyncio.ensure_future(sending)
+        future.add_done_callback(lambda sent: self._arrived(session_id, state, sent))
+        return future
 
     async def _send_quietly(self, envelope: Envelope) -> None:
         try:
