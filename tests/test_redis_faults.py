@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as redis
 import socketio
 
+import web.data
 from bus import Bus, BusUnavailable, Envelope, SessionNotFound, Settings, Target
 from tests.harness import ChatClient, Replica, start_redis, start_replica
 from web import ChatServer, User, create_jwt
@@ -376,3 +377,28 @@ async def test_a_handshake_that_cannot_subscribe_leaves_the_session_as_it_was() 
         assert set(server.sessions.by_sid) == {"sid-3"}
         new_id = shakes.refused_sessions[-1]
         assert new_id != session["sessionId"] and await server.bus.registry.get(new_id) is None
+
+
+async def test_a_handshake_that_cannot_read_its_thread_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def unreachable(bus: Any, thread_id: str) -> None:
+        raise BusUnavailable("Redis did not answer (injected)")
+
+    async with ChatServer(Settings(key_prefix="history", data_persistence=True)) as server:
+        shakes = _Handshakes(server)
+        monkeypatch.setattr(web.data, "thread_history", unreachable)
+        created: list[str] = []
+        create = server.bus.registry.create
+
+        async def recording_create(session_id: str, **kwargs: Any) -> Any:
+            created.append(session_id)
+            return await create(session_id, **kwargs)
+
+        monkeypatch.setattr(server.bus.registry, "create", recording_create)
+        refusal = await shakes.refused("sid-1", {"threadId": "t-1"})
+        assert refusal["data"]["reason"] == "bus_unavailable"
+        # Nothing claimed, held or subscribed: no session that no socket holds is kept alive here.
+        assert not server.sessions.by_sid and not server.sessions.by_id
+        assert "sid-1" not in shakes.emitted
+        assert not created

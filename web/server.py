@@ -138,9 +138,12 @@ class ChatServer:
                 resume_token=resume_token,
             )
         local.token_hash = token_hash(resume_token)
+        history = None
         try:
-            # The channel first, then the registry: a handshake that fails on the way leaves the
+            # What may fail first, the registry last: a handshake that fails on the way leaves the
             # session as it was (a resume keeps its token) and nothing of it here.
+            if record is None and local.thread_id is not None and local.thread_id == auth.get("threadId"):
+                history = await data.thread_history(self.bus, local.thread_id)
             await self.sessions.attach(local)
             await claim()
         except BusUnavailable:
@@ -152,9 +155,8 @@ class ChatServer:
         await self.sio.emit("session", {"sessionId": local.id, "resumeToken": resume_token}, to=sid)
         if record is not None:
             self.sessions.spawn(self._replay_resumed(local))
-        elif local.thread_id is not None and local.thread_id == auth.get("threadId"):
-            if (history := await data.thread_history(self.bus, local.thread_id)) is not None:
-                await self.sio.emit("thread_history", history, to=sid)
+        elif history is not None:
+            await self.sio.emit("thread_history", history, to=sid)
 
     async def _login(self, environ: dict[str, Any], auth: dict[str, Any]) -> User | None:
         try:
