@@ -6,7 +6,9 @@ sends cost one round trip. A reply that is a Redis error fails only its own comm
 connection breaks, every command waiting on it fails with ConnectionError and the next command opens a
 new one (from the same redis-py pool: its URL, credentials, TLS and Sentinel lookup). A caller that
 gives up while the oldest written command has waited `timeout` seconds closes the connection: the
-server is stalled or the path dead, and the next command should not queue behind it.
+server is stalled or the path dead, and the next command should not queue behind it. The commands
+written on a stalled connection fail with Unanswered, not ConnectionError: a stalled server still
+runs them when it wakes, so they must not be retried (a publish would arrive twice).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections import deque
 from typing import Any, cast
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import ConnectionError, RedisError, ResponseError
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
@@ -34,6 +36,10 @@ def pack(args: tuple[Any, ...]) -> bytes:
             arg = repr(arg).encode()
         parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(parts)
+
+
+class Unanswered(RedisError):
+    """A command written to a server that stopped answering: it may still run (never retried)."""
 
 
 def _forget(future: asyncio.Future[Any]) -> None:
@@ -69,12 +75,15 @@ class Multiplexed:
             # The replies come in order: awaiting each in turn is a gather without its tasks.
             return [await future for future in futures]
         except BaseException as exc:
-            for future in futures:  # the others' outcomes are not wanted any more
-                future.add_done_callback(_forget)
+            # The others' outcomes are not wanted any more; those not written yet are never written
+            # (half a MULTI ... EXEC must not run after its caller gave up).
+            for future in futures:
+                if not future.cancel():
+                    _forget(future)
             # The oldest written command unanswered for half the timeout: a stall, not a slow reply.
             stalled = self._waiting and loop.time() - self._waiting[0][1] >= self._timeout / 2
             if isinstance(exc, asyncio.CancelledError) and stalled:
-                self._broken(ConnectionError(f"Redis did not answer within {self._timeout:g}s"))
+                self._broken(Unanswered(f"Redis did not answer within {self._timeout:g}s"))
             raise
 
     def _write_soon(self) -> None:
@@ -94,11 +103,11 @@ class Multiplexed:
         packed = [pack(args) for args, _ in batch]
         # One write for the batch; without a socket timeout redis-py's writer buffers and drains.
         task = asyncio.ensure_future(connection.send_packed_command(packed, check_health=False))
-        task.add_done_callback(self._written)
+        task.add_done_callback(lambda written: self._written(written, connection))
 
-    def _written(self, task: asyncio.Task[None]) -> None:
+    def _written(self, task: asyncio.Future[None], connection: AbstractConnection) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
-            self._broken(exc)
+            self._broken(exc, connection)
 
     async def _connect(self) -> AbstractConnection:
         # Any: redis-py annotates get_connection in some releases only.
@@ -144,7 +153,8 @@ class Multiplexed:
         if connection is None or connection is not self._connection:
             return
         self._connection = None
-        error = exc if isinstance(exc, ConnectionError) else ConnectionError(f"connection lost: {exc!r}")
+        lost = isinstance(exc, ConnectionError | Unanswered)
+        error = exc if lost else ConnectionError(f"connection lost: {exc!r}")
         waiting, self._waiting = self._waiting, deque()
         for future, _ in waiting:
             if not future.done():

@@ -6,11 +6,15 @@ import json
 import secrets
 import socket
 from collections.abc import Callable
+from typing import Any, cast
 
+import pytest
 import redis.asyncio as redis
 import websockets
+from redis.asyncio import ConnectionPool
 
 from bus import Bus, Envelope, Settings, Target, offset_key
+from bus.multiplex import Multiplexed
 from tests.harness import ChatClient, Replica
 from workers import Client
 
@@ -84,3 +88,38 @@ async def test_a_socket_that_stops_reading_is_closed_and_catches_up_from_its_log
     await back.next("new_message", lambda m: m["output"].startswith(f"{n - 1} "), timeout=60)
     assert [int(o.split()[0]) for o in back.outputs()] == list(range(n))
     await ws.close()
+
+
+async def test_commands_whose_caller_gave_up_before_they_were_written_never_run(
+    redis_url: str, prefix: str
+) -> None:
+    """Cancelling a batch cancels all of it: the tail of a MULTI ... EXEC written after its caller
+    timed out would run outside any transaction."""
+
+    class SlowToConnect:  # a connection that takes a while to open (a slow TLS handshake, say)
+        def __init__(self, pool: ConnectionPool) -> None:
+            self.pool = pool
+            self.opened = asyncio.Event()
+
+        async def get_connection(self) -> Any:
+            await asyncio.sleep(0.5)
+            connection = await self.pool.get_connection()
+            self.opened.set()
+            return connection
+
+        async def release(self, connection: Any) -> None:
+            await self.pool.release(connection)
+
+    admin = redis.Redis.from_url(redis_url)
+    pool = SlowToConnect(ConnectionPool.from_url(redis_url))
+    pipe = Multiplexed(cast(ConnectionPool, pool), 5.0)
+    a, b = f"{prefix}:a", f"{prefix}:b"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await pipe.execute_many([("MULTI",), ("SET", a, "1"), ("SET", b, "1"), ("EXEC",)])
+    await pool.opened.wait()
+    assert await pipe.execute_many([("PING",)]) == [b"PONG"]  # written after whatever was left
+    assert await admin.exists(a, b) == 0
+    await pipe.close()
+    await pool.pool.disconnect()
+    await admin.aclose()

@@ -4,6 +4,7 @@ its own, which it restarts, pauses or fills."""
 
 import asyncio
 import os
+import secrets
 import signal
 import time
 import uuid
@@ -402,3 +403,48 @@ async def test_a_handshake_that_cannot_read_its_thread_leaves_nothing_behind(
         assert not server.sessions.by_sid and not server.sessions.by_id
         assert "sid-1" not in shakes.emitted
         assert not created
+
+
+async def test_commands_written_to_a_stalled_redis_are_not_sent_again(prefix: str) -> None:
+    """A stalled server may run what it was sent when it wakes: a command written before the stall
+    was seen fails (BusUnavailable, its outcome unknown) instead of being sent again on a new
+    connection, so a publish never arrives twice."""
+    proc, port = start_redis(None, "--enable-debug-command", "local")
+    url = f"redis://127.0.0.1:{port}/0"
+    admin = redis.Redis.from_url(url)
+    settings = Settings(redis_url=url, key_prefix=prefix, redis_timeout_seconds=2)
+    try:
+        async with Bus(settings) as listener, Bus(settings) as sender:
+            session_id = secrets.token_urlsafe(18)
+            await sender.registry.create(session_id, user=None, thread_id=None, resume_token="t")
+            got: list[str] = []
+            sentinel = asyncio.Event()
+
+            async def handler(envelope: Envelope, offset: str, epoch: str) -> None:
+                got.append(envelope.payload["n"])
+                if envelope.payload["n"] == "sentinel":
+                    sentinel.set()
+
+            await listener.subscribe(Target.session(session_id), handler)
+
+            def token(n: str) -> Envelope:
+                return Envelope(Target.session(session_id), "stream_token", {"n": n}, "test")
+
+            stall = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "2.5"))
+            await asyncio.sleep(0.05)
+            first = asyncio.create_task(sender.store.get(f"{prefix}:any"))  # gives up at t=2: a stall
+            await asyncio.sleep(1)
+            # Written during the stall, it gives up at t=3: a retry after the stall ends would be in time.
+            written = asyncio.create_task(sender.send(token("once"), durable=False))
+            with pytest.raises(BusUnavailable):
+                await first
+            with pytest.raises(BusUnavailable):
+                await written
+            await stall
+            await sender.send(token("sentinel"), durable=False)
+            await asyncio.wait_for(sentinel.wait(), 10)
+            # At most once: the woken server runs it, or drops it with the connection closed on it.
+            assert got.count("once") <= 1 and got[-1] == "sentinel", got
+    finally:
+        await admin.aclose()
+        proc.stop()
