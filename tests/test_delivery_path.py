@@ -5,6 +5,7 @@ import asyncio
 import json
 import secrets
 import socket
+import types
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -16,6 +17,7 @@ from redis.asyncio import ConnectionPool
 from bus import Bus, Envelope, Settings, Target, offset_key
 from bus.multiplex import Multiplexed
 from tests.harness import ChatClient, Replica
+from web.sio import SocketManager
 from workers import Client
 
 
@@ -81,6 +83,15 @@ async def test_a_socket_that_stops_reading_is_closed_and_catches_up_from_its_log
     await asyncio.to_thread(a.process.wait_for_line, "events queued: disconnecting it")
     await asyncio.to_thread(a.process.wait_for_line, f"session {session['sessionId']} detached")
     assert (await a.aget("/stats")).json()["refused"]["slow_consumer"] == 1
+    # Reading again, the client finds its websocket closed after what was already on its way (the
+    # socket buffers), not the whole queue and then silence until a missed ping, 45 s later.
+    frames = 0
+    with pytest.raises(websockets.ConnectionClosed):
+        async with asyncio.timeout(30):
+            while True:
+                await ws.recv()
+                frames += 1
+    assert frames < n - 50, frames
     # The client comes back (it had read nothing after `session`): everything, once, in order.
     back = await clients().connect(
         a, {"sessionId": session["sessionId"], "resumeToken": session["resumeToken"], "lastOffset": "0-0"}
@@ -123,3 +134,21 @@ async def test_commands_whose_caller_gave_up_before_they_were_written_never_run(
     await pipe.close()
     await pool.pool.disconnect()
     await admin.aclose()
+
+
+async def test_a_socket_that_leaves_while_its_queue_is_written_is_no_slow_consumer() -> None:
+    """Its writer stopped with packets left: the queue never drains, and the socket is closed."""
+    given_up: list[str] = []
+    manager = SocketManager(10, given_up.append)
+    stuck = types.SimpleNamespace(queue=asyncio.Queue(), closed=False)
+    stuck.queue.put_nowait("a packet its writer will never send")
+    manager.server = types.SimpleNamespace(eio=types.SimpleNamespace(sockets={"eio-1": stuck}))
+    manager.eio_sid_from_sid = lambda sid, namespace: "eio-1"  # type: ignore[method-assign]
+    waiting = asyncio.create_task(manager.drained("sid-1", 0.2))
+    await asyncio.sleep(0)  # it waits for the queue
+    stuck.closed = True  # the client left
+    await waiting
+    assert given_up == []
+    stuck.closed = False  # the same, with the client still there: a slow consumer
+    await manager.drained("sid-1", 0.2)
+    assert given_up == ["sid-1"]
