@@ -218,6 +218,7 @@ class RedisBackend:
         self._restored: Restored | None = None
         #: Channels whose re-subscription is not confirmed yet after a reconnect.
         self._restoring: set[str] | None = None
+        self._restoring_now = False
         self._send = self._commands.register_script(_SEND)
         #: The delivery path's connection (None on a cluster, whose client routes by slot).
         self._pipe = self._multiplexed()
@@ -463,7 +464,7 @@ class RedisBackend:
         while True:
             await asyncio.sleep(PING_SECONDS)
             quiet = time.monotonic() - heard[0]
-            if quiet > 3 * PING_SECONDS:
+            if quiet > 3 * PING_SECONDS and not self._restoring_now:
                 log.warning("no answer from Redis on the subscription for %.1fs: closing it", quiet)
                 connection: Any = pubsub.connection
                 await connection.disconnect(nowait=True)
@@ -486,7 +487,13 @@ class RedisBackend:
                 if not self._restoring:
                     self._restoring = None
                     assert self._restored is not None
-                    await self._restored()
+                    # The sessions catch up before the listener reads on (the replay seam), however
+                    # long that takes: the watchdog does not count it as silence.
+                    self._restoring_now = True
+                    try:
+                        await self._restored()
+                    finally:
+                        self._restoring_now = False
             waiters = self._waiters.get(name)
             while waiters:
                 waiter = waiters.popleft()

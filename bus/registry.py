@@ -27,6 +27,8 @@ from bus.settings import Settings
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 #: A replica silent for this many heartbeats is dead.
 DEAD_AFTER_BEATS = 3
+#: Sessions checked (and registered again) at a time when Redis lost data.
+_RESTORE_BATCH = 500
 
 
 def valid_session_id(value: object) -> TypeGuard[str]:
@@ -257,13 +259,19 @@ class SessionRegistry:
         return lost
 
     async def restore(self, held: list[Held]) -> list[str]:
-        """Register again, with new logs, the held sessions whose records are gone; returns their ids."""
-        missing = [
-            h for h in held if (await self._store.hash_get(self._keys.session(h.id), ["epoch"])) is None
-        ]
-        for session in missing:
-            await self._register(session)
-        return [h.id for h in missing]
+        """Register again, with new logs, the held sessions whose records are gone; returns their ids.
+        In batches of concurrent commands (on Redis a round trip each): a replica may hold tens of
+        thousands, and the bus subscription waits for this."""
+        missing: list[str] = []
+        for start in range(0, len(held), _RESTORE_BATCH):
+            batch = held[start : start + _RESTORE_BATCH]
+            found = await asyncio.gather(
+                *(self._store.hash_get(self._keys.session(h.id), ["epoch"]) for h in batch)
+            )
+            lost = [h for h, record in zip(batch, found, strict=True) if record is None]
+            await asyncio.gather(*(self._register(h) for h in lost))
+            missing += (h.id for h in lost)
+        return missing
 
     async def leave(self) -> None:
         """This replica stops: it beats no more (its sessions were detached)."""

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as redis
 
 from bus import Bus, BusUnavailable, Envelope, EnvelopeError, SessionNotFound, Settings, Target, offset_key
+from bus.redis_backend import PING_SECONDS
 from bus.registry import new_session_id, valid_session_id
 
 SESSION = "S" * 24
@@ -110,6 +111,29 @@ async def test_deliveries_resume_after_the_pubsub_connection_is_killed(bus: Bus,
         assert await bus.publish(sent) == 1
         assert await asyncio.wait_for(inbox.get(), 5) == sent
     await admin.aclose()
+
+
+async def test_a_long_catch_up_after_a_reconnect_is_not_taken_for_a_silent_redis(
+    settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """What runs when the subscription is back (re-registering thousands of sessions, say) holds the
+    listener; the watchdog, which closes a subscription silent for 3 s, must not close it meanwhile."""
+    restores = 0
+
+    async def slow_restore() -> None:
+        nonlocal restores
+        restores += 1
+        await asyncio.sleep(3 * PING_SECONDS + 1)  # the work
+
+    async with Bus(settings(), on_restored=slow_restore) as bus:
+        inbox = await collect(bus, Target.session(SESSION))
+        admin = redis.Redis.from_url(redis_url)
+        assert await admin.client_kill_filter(_type="pubsub") >= 1
+        await asyncio.wait_for(bus.wait_ready(reconnects=1), 10)
+        await bus.publish(envelope("after the catch-up"))
+        assert (await asyncio.wait_for(inbox.get(), 15)).payload["output"] == "after the catch-up"
+        assert restores == 1 and bus.transport.reconnects == 1
+        await admin.aclose()
 
 
 async def test_unreachable_redis_raises_bus_unavailable(redis_port: int) -> None:
