@@ -7,8 +7,8 @@ connection breaks, every command waiting on it fails with ConnectionError and th
 new one (from the same redis-py pool: its URL, credentials, TLS and Sentinel lookup). A caller that
 gives up while the oldest written command has waited `timeout` seconds closes the connection: the
 server is stalled or the path dead, and the next command should not queue behind it. The commands
-written on a stalled connection fail with Unanswered, not ConnectionError: a stalled server still
-runs them when it wakes, so they must not be retried (a publish would arrive twice).
+written on a stalled connection fail with Unanswered, not ConnectionError: a stalled server may still
+run them when it wakes, so they are not retried (a publish could arrive twice).
 """
 
 from __future__ import annotations
