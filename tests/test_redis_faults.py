@@ -448,3 +448,23 @@ async def test_commands_written_to_a_stalled_redis_are_not_sent_again(prefix: st
     finally:
         await admin.aclose()
         proc.stop()
+
+
+async def test_two_handshakes_resuming_one_session_at_once_take_it_one_at_a_time() -> None:
+    """A resume token is good for one resume: of two handshakes presenting it at the same time, one
+    resumes the session and the other finds the token rotated (a new session), never both."""
+    async with ChatServer(Settings(key_prefix="twice")) as server:
+        shakes = _Handshakes(server)
+        first = await shakes.connect("sid-1", {})
+        await server._on_disconnect("sid-1")
+        await _detached(server, first["sessionId"])
+        resume = {"sessionId": first["sessionId"], "resumeToken": first["resumeToken"]}
+        a, b = await asyncio.gather(shakes.connect("sid-2", resume), shakes.connect("sid-3", resume))
+        assert [a["sessionId"], b["sessionId"]].count(first["sessionId"]) == 1
+        holder = "sid-2" if a["sessionId"] == first["sessionId"] else "sid-3"
+        assert server.sessions.by_id[first["sessionId"]].sid == holder
+        for sid in ("sid-2", "sid-3"):
+            assert "session_replaced" not in [event for event, _ in shakes.emitted[sid]]
+        for got in (a, b):  # each socket's token resumes what that socket holds
+            assert await server.bus.registry.resumable(got["sessionId"], got["resumeToken"]) is not None
+        assert not server.sessions._handshakes

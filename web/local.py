@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 
 from bus import Bus, BusUnavailable, Envelope, Target
-from bus.registry import Held
+from bus.registry import Held, valid_session_id
 from web.limits import HookQueue, TokenBucket
 from web.mailbox import Mailbox
 from web.protocol import ASK, CONTROL_PREFIX, TAKEOVER
@@ -60,6 +60,8 @@ class LocalSessions:
         self._dirty: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        #: Handshakes under way per session id they resume: its lock, and how many hold or wait for it.
+        self._handshakes: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     async def start(self) -> None:
         await self._bus.subscribe(Target("broadcast"), self._deliver_to_many)
@@ -77,6 +79,24 @@ class LocalSessions:
                 await self._bus.registry.detach(local.id, _pack(local.data), local.mailbox.acked)
             await self._bus.registry.leave()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def one_handshake(self, session_id: object) -> AsyncIterator[None]:
+        """Handshakes resuming the same session here go one at a time: a resume token is good for one
+        resume, so the second finds it rotated (two at once both took the session, and the first
+        socket was left holding nothing)."""
+        if not valid_session_id(session_id):
+            yield
+            return
+        lock, users = self._handshakes.setdefault(session_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._handshakes[session_id]
 
     def for_user(self, identifier: str) -> list[LocalSession]:
         return [self.by_id[i] for i in self._by_user.get(identifier, ()) if i in self.by_id]

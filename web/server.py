@@ -102,8 +102,10 @@ class ChatServer:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if self.draining:
             raise _refused("draining", "this replica is shutting down: connect again")
+        auth = auth if isinstance(auth, dict) else {}
         try:
-            await self._connect(sid, environ, auth if isinstance(auth, dict) else {})
+            async with self.sessions.one_handshake(auth.get("sessionId")):
+                await self._connect(sid, environ, auth)
         except BusUnavailable as exc:
             log.error("refused a connection: %s", exc)
             raise _refused("bus_unavailable", "the message bus is unreachable") from exc
