@@ -339,6 +339,13 @@ class _Handshakes:
         await self.server._on_connect(sid, {"REMOTE_ADDR": "127.0.0.1"}, auth)
         return next(data for event, data in self.emitted[sid] if event == "session")
 
+    async def detached(self, sid: str) -> tuple[dict[str, str], dict[str, str]]:
+        """A new session whose socket `sid` left: its `session` event and the auth that resumes it."""
+        session = await self.connect(sid, {})
+        await self.server._on_disconnect(sid)
+        await _detached(self.server, session["sessionId"])
+        return session, {"sessionId": session["sessionId"], "resumeToken": session["resumeToken"]}
+
     async def refused(self, sid: str, auth: dict[str, Any]) -> Any:
         with pytest.raises(socketio.exceptions.ConnectionRefusedError) as refusal:
             await self.server._on_connect(sid, {"REMOTE_ADDR": "127.0.0.1"}, auth)
@@ -358,10 +365,7 @@ async def _detached(server: ChatServer, session_id: str) -> None:
 async def test_a_handshake_that_cannot_subscribe_leaves_the_session_as_it_was() -> None:
     async with ChatServer(Settings(key_prefix="handshake")) as server:
         shakes = _Handshakes(server)
-        session = await shakes.connect("sid-1", {})
-        await server._on_disconnect("sid-1")
-        await _detached(server, session["sessionId"])
-        resume = {"sessionId": session["sessionId"], "resumeToken": session["resumeToken"]}
+        session, resume = await shakes.detached("sid-1")
         # A resume whose subscription fails is refused; the token still resumes, nothing stays here.
         shakes.failing = 1
         refusal = await shakes.refused("sid-2", resume)
@@ -455,10 +459,7 @@ async def test_two_handshakes_resuming_one_session_at_once_take_it_one_at_a_time
     resumes the session and the other finds the token rotated (a new session), never both."""
     async with ChatServer(Settings(key_prefix="twice")) as server:
         shakes = _Handshakes(server)
-        first = await shakes.connect("sid-1", {})
-        await server._on_disconnect("sid-1")
-        await _detached(server, first["sessionId"])
-        resume = {"sessionId": first["sessionId"], "resumeToken": first["resumeToken"]}
+        first, resume = await shakes.detached("sid-1")
         a, b = await asyncio.gather(shakes.connect("sid-2", resume), shakes.connect("sid-3", resume))
         assert [a["sessionId"], b["sessionId"]].count(first["sessionId"]) == 1
         holder = "sid-2" if a["sessionId"] == first["sessionId"] else "sid-3"

@@ -60,8 +60,8 @@ class LocalSessions:
         self._dirty: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        #: Handshakes under way per session id they resume: its lock, and how many hold or wait for it.
-        self._handshakes: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        #: Handshakes under way per session id they resume; set when each one ends.
+        self._handshakes: dict[str, asyncio.Event] = {}
 
     async def start(self) -> None:
         await self._bus.subscribe(Target("broadcast"), self._deliver_to_many)
@@ -88,15 +88,14 @@ class LocalSessions:
         if not valid_session_id(session_id):
             yield
             return
-        lock, users = self._handshakes.setdefault(session_id, (asyncio.Lock(), [0]))
-        users[0] += 1
+        while (under_way := self._handshakes.get(session_id)) is not None:
+            await under_way.wait()
+        self._handshakes[session_id] = ended = asyncio.Event()
         try:
-            async with lock:
-                yield
+            yield
         finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._handshakes[session_id]
+            del self._handshakes[session_id]
+            ended.set()
 
     def for_user(self, identifier: str) -> list[LocalSession]:
         return [self.by_id[i] for i in self._by_user.get(identifier, ()) if i in self.by_id]
